@@ -1,0 +1,1 @@
+"""Benchmarks and reference implementations used only by tests and benchmarks."""

@@ -1,0 +1,5 @@
+import sys
+
+from salmask.cli import main
+
+sys.exit(main())

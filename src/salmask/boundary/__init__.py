@@ -1,0 +1,1 @@
+"""salmask.boundary"""

@@ -1,0 +1,80 @@
+"""Stages ``make_boundary_labels``, ``train_boundary``, ``make_boundary`` (SPEC §4–5)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from salmask.boundary.crf import crf_enabled
+from salmask.boundary.labels import confident_map, saliency_is_informative, synthesize
+from salmask.boundary.train import load_boundary_net, train_boundary
+from salmask.data.transforms import to_tensor
+from salmask.errors import InputError
+from salmask.io import load_npz, read_gray, read_image, save_npz, write_png
+from salmask.pipeline import Context, stage
+from salmask.stage_utils import loop, prefetch, todo
+from salmask.utils.log import logger, progress_bar
+
+
+def _saliency_dir(ctx: Context):
+    return ctx.dir("saliency") if ctx.cfg.boundary.use_saliency or ctx.cfg.boundary.loss == "sbe" else None
+
+
+@stage("make_boundary_labels", sections=("boundary",), needs=("make_cam", "saliency"))
+def run_make_boundary_labels(ctx: Context) -> dict:
+    """Boundary labels (BES codes) from CAMs and, for SBE, saliency maps; PNG per image."""
+    b = ctx.cfg.boundary
+    images = ctx.split("pseudo_split")
+    out = ctx.dir()
+    use_crf = crf_enabled(b.crf)
+    ids = todo(images.ids, lambda i: out / f"{i}.png")
+    flat = 0
+    for i in loop(ids, "make_boundary_labels"):
+        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz")
+        img = read_image(images.image_path(i)) if use_crf else None
+        conf = confident_map(cam["high_res"].astype(np.float32), cam["keys"], img, fg_thres=b.fg_thres,
+                             bg_thres=b.bg_thres, use_crf=use_crf)
+        sal = None
+        if b.use_saliency:
+            path = ctx.dir("saliency") / f"{i}.png"
+            sal = read_gray(path)
+            if sal.shape != conf.shape:
+                raise InputError(path, f"saliency size {sal.shape} differs from the CAM's {conf.shape}")
+            if not saliency_is_informative(sal):
+                logger.info("make_boundary_labels: %s has a constant saliency map; plain BES labels", path)
+                flat += 1
+        labels = synthesize(conf, sal, window=b.window, theta_scale=b.theta_scale, theta_diff=b.theta_diff,
+                            sal_edge_thres=b.sal_edge_thres)
+        write_png(out / f"{i}.png", labels)
+    return {"images": len(images.ids), "crf": use_crf, "constant_saliency_images": flat}
+
+
+@stage("train_boundary", sections=("boundary",), needs=("make_boundary_labels", "train_cam"))
+def run_train_boundary(ctx: Context) -> dict:
+    """Train the boundary network with the SBE joint loss (or BES's, ``boundary.loss=bes``)."""
+    train = ctx.split("train_split", need_labels=False)
+    pseudo_ids = set(ctx.split("pseudo_split", need_labels=False).ids)
+    ids = [i for i in train.ids if i in pseudo_ids]
+    if not ids:
+        raise InputError(ctx.dir("make_boundary_labels"), "no training image has boundary labels "
+                                                          "(train_split must be within pseudo_split)")
+    return train_boundary(ids, train.image_path, ctx.dir("make_boundary_labels"), _saliency_dir(ctx),
+                          ctx.cfg.boundary, cam_checkpoint=ctx.dir("train_cam") / "model.pt", device=ctx.device,
+                          out_dir=ctx.dir(), amp=ctx.amp, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,
+                          tensorboard=ctx.cfg.tensorboard)
+
+
+@stage("make_boundary", sections=("boundary",), needs=("train_boundary",))
+def run_make_boundary(ctx: Context) -> dict:
+    """Flip-averaged boundary maps at stride 4 (float16 .npz per image)."""
+    images = ctx.split("pseudo_split", need_labels=False)
+    net = load_boundary_net(ctx.dir("train_boundary") / "model.pt", ctx.device)
+    out = ctx.dir()
+    ids = todo(images.ids, lambda i: out / f"{i}.npz")
+    bar = progress_bar("make_boundary", total=len(ids))
+    for i, img in prefetch(ids, lambda i: read_image(images.image_path(i))):
+        with torch.no_grad():
+            prob = net.predict(to_tensor(img)[None].to(ctx.device))[0, 0]
+        save_npz(out / f"{i}.npz", boundary=prob.cpu().numpy().astype(np.float16))
+        bar.update(1)
+    bar.close()
+    return {"images": len(images.ids)}

@@ -1,0 +1,70 @@
+"""Stages ``train_cam``, ``make_cam``, ``eval_cam``."""
+from __future__ import annotations
+
+import numpy as np
+
+from salmask.cam.evaluate import ThresholdSweep
+from salmask.cam.infer import cams_for_batch, group_by_size
+from salmask.cam.train import load_cam_model, train_cam
+from salmask.io import load_npz, read_image, read_mask, save_npz, write_json
+from salmask.pipeline import Context, stage
+from salmask.stage_utils import eval_ids, image_size, prefetch, todo
+from salmask.utils import dist
+from salmask.utils.log import logger, progress_bar
+
+
+@stage("train_cam", sections=("cam",), needs=("generate",))
+def run_train_cam(ctx: Context) -> dict:
+    """Train the CAM classifier on image-level labels."""
+    images = ctx.split("train_split")
+    images.check_files()
+    return train_cam(images, ctx.cfg.cam, device=ctx.device, out_dir=ctx.dir(), amp=ctx.amp,
+                     num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, tensorboard=ctx.cfg.tensorboard)
+
+
+@stage("make_cam", sections=("cam",), needs=("train_cam",))
+def run_make_cam(ctx: Context) -> dict:
+    """Multi-scale flip-averaged CAMs of the pseudo-mask split, stride 4 and full size, per image .npz."""
+    images = ctx.split("pseudo_split")
+    cfg = ctx.cfg.cam
+    model = load_cam_model(ctx.dir("train_cam") / "model.pt", cfg, images.meta.num_fg, ctx.device)
+    out = ctx.dir()
+    ids = todo(images.ids, lambda i: out / f"{i}.npz")
+    sizes = {i: image_size(images.image_path(i)) for i in ids}
+    no_label = [i for i in ids if not images.labels[i]]
+    if no_label:
+        logger.warning("make_cam: %d images have no positive class (e.g. %s); their CAM files are empty",
+                       len(no_label), no_label[0])
+    bar = progress_bar("make_cam", total=len(ids))
+    batches = group_by_size(sizes, cfg.infer_batch)
+    load = lambda batch: [read_image(images.image_path(i)) for i in batch]  # noqa: E731
+    for batch, arrays in prefetch(batches, load, workers=max(1, min(4, ctx.cfg.num_workers))):
+        results = cams_for_batch(model, arrays, [images.labels[i] for i in batch], cfg.scales, ctx.device, ctx.amp)
+        for i, res in zip(batch, results):
+            save_npz(out / f"{i}.npz", **res)
+        bar.update(len(batch))
+    bar.close()
+    return {"images": len(images.ids)}
+
+
+@stage("eval_cam", sections=("cam",), needs=("make_cam",))
+def run_eval_cam(ctx: Context) -> dict:
+    """CAM mIoU on the evaluation split for a sweep of background thresholds."""
+    images = ctx.split("pseudo_split")
+    meta = images.meta
+    ids = eval_ids(ctx)
+    sweep = ThresholdSweep(ctx.cfg.cam.eval_thresholds, meta.num_classes)
+    for i in dist.shard(ids):
+        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz")
+        gt = read_mask(images.mask_path(i), meta.num_classes, meta.ignore_index)
+        sweep.update(cam["high_res"], cam["keys"], gt, name=f"{i}")
+    table = sweep.all_reduce().table(meta.classes)
+    best = max(table, key=lambda r: r["mIoU"])
+    at_default = min(table, key=lambda r: abs(r["threshold"] - ctx.cfg.cam.bg_threshold))
+    if dist.is_main():
+        write_json(ctx.dir() / "sweep.json", table)
+    logger.info("eval_cam: mIoU %.2f at t=%.2f; best %.2f at t=%.2f", at_default["mIoU"],
+                at_default["threshold"], best["mIoU"], best["threshold"])
+    metrics = {k: at_default[k] for k in ("Acc", "Acc_class", "mIoU", "fwIoU", "per_class")}
+    return {"images": len(ids), "metrics": {**metrics, "threshold": at_default["threshold"],
+                                            "best_threshold": best["threshold"], "best_mIoU": best["mIoU"]}}

@@ -1,0 +1,155 @@
+"""The ``salmask`` command line: run the pipeline, the demo, and the standalone tools."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from salmask.errors import SalmaskError
+
+
+def _cmd_run(a: argparse.Namespace) -> None:
+    from salmask.config import load_config
+    from salmask.pipeline import run_pipeline
+
+    cfg = load_config(a.config, a.overrides)
+    stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
+    run_pipeline(cfg, stages=stages, force=a.force)
+
+
+def _cmd_demo(a: argparse.Namespace) -> None:
+    from salmask.demo import run_demo
+
+    run_demo(Path(a.work_dir), quick=a.quick, overrides=a.overrides)
+
+
+def _cmd_stages(a: argparse.Namespace) -> None:
+    from salmask.pipeline import STAGES
+    import salmask.stages  # noqa: F401
+
+    for st in STAGES.values():
+        print(f"{st.name:<22} {st.doc.splitlines()[0] if st.doc else ''}")
+
+
+def _cmd_eval(a: argparse.Namespace) -> None:
+    from salmask.metrics.confusion import format_table, score_folders
+    from salmask.io import write_json
+
+    names = None
+    if a.classes == "voc":
+        from salmask.data.meta import VOC
+        names = VOC.classes
+    n = a.num_classes if a.num_classes else (len(names) if names else 21)
+    scores = score_folders(a.pred, a.gt, n, class_names=names)
+    print(format_table(scores, f"{scores['images']} images"))
+    if a.json:
+        write_json(a.json, scores)
+
+
+def _cmd_sod_eval(a: argparse.Namespace) -> None:
+    from salmask.metrics.sod import score_sod_folders
+    from salmask.io import write_json
+
+    scores = score_sod_folders(a.pred, a.gt)
+    print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in scores.items()))
+    if a.json:
+        write_json(a.json, scores)
+
+
+def _cmd_select(a: argparse.Namespace) -> None:
+    from salmask.select.cli import select_main
+
+    select_main(a)
+
+
+def _cmd_report(a: argparse.Namespace) -> None:
+    from salmask.report.html import write_report
+
+    print(write_report(Path(a.work_dir)))
+
+
+def _cmd_show(a: argparse.Namespace) -> None:
+    from salmask.report.grid import show_image
+
+    print(show_image(Path(a.work_dir), a.id, Path(a.out) if a.out else None))
+
+
+def _cmd_bench(a: argparse.Namespace) -> None:
+    from salmask.bench import run_bench
+
+    run_bench(quick=a.quick, json_out=a.json, device=a.device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="salmask", description="Saliency-guided pseudo masks for WSSS.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the pipeline from a preset or YAML config")
+    r.add_argument("config", help="preset (demo, voc, voc_v3plus, coco) or a YAML file")
+    r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. dataset.root=/data")
+    r.add_argument("--stages", help="comma-separated stages to run (default: all enabled)")
+    r.add_argument("--force", action="store_true", help="rerun the selected stages even if complete")
+    r.set_defaults(fn=_cmd_run)
+
+    d = sub.add_parser("demo", help="generate the synthetic set and run every stage on it")
+    d.add_argument("--work-dir", default="work/demo")
+    d.add_argument("--quick", action="store_true", help="a few-minute version for tests")
+    d.add_argument("overrides", nargs="*", help="key=value overrides")
+    d.set_defaults(fn=_cmd_demo)
+
+    s = sub.add_parser("stages", help="list the stages in pipeline order")
+    s.set_defaults(fn=_cmd_stages)
+
+    e = sub.add_parser("eval", help="score a folder of mask PNGs against ground truth")
+    e.add_argument("--pred", required=True)
+    e.add_argument("--gt", required=True)
+    e.add_argument("--num-classes", type=int, default=None, help="default 21 (VOC)")
+    e.add_argument("--classes", choices=["voc", "none"], default="none", help="class names for the table")
+    e.add_argument("--json", help="write the scores as JSON here")
+    e.set_defaults(fn=_cmd_eval)
+
+    se = sub.add_parser("sod-eval", help="score saliency maps: MAE, max/mean/adaptive F, S, E")
+    se.add_argument("--pred", required=True)
+    se.add_argument("--gt", required=True)
+    se.add_argument("--json")
+    se.set_defaults(fn=_cmd_sod_eval)
+
+    sel = sub.add_parser("select", help="Salient Object Selector on any folder of pseudo masks")
+    from salmask.select.cli import add_select_arguments
+    add_select_arguments(sel)
+    sel.set_defaults(fn=_cmd_select)
+
+    rep = sub.add_parser("report", help="write an HTML report of a work directory")
+    rep.add_argument("work_dir")
+    rep.set_defaults(fn=_cmd_report)
+
+    sh = sub.add_parser("show", help="render the per-stage grid of one image to PNG")
+    sh.add_argument("id")
+    sh.add_argument("--work-dir", default="work/demo")
+    sh.add_argument("--out")
+    sh.set_defaults(fn=_cmd_show)
+
+    b = sub.add_parser("bench", help="throughput / memory / speed-up against reference formulations")
+    b.add_argument("--quick", action="store_true")
+    b.add_argument("--json")
+    b.add_argument("--device", default="auto")
+    b.set_defaults(fn=_cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except SalmaskError as e:
+        print(f"salmask: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("salmask: interrupted; finished artefacts are kept and a rerun resumes", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Configuration: YAML presets over ``configs/base.yaml`` plus ``key=value`` overrides (OmegaConf).
+
+Every key must exist in ``base.yaml`` (struct mode), so a typo is a ``ConfigError`` rather than a silently
+ignored setting. Values are typed by YAML (``true``/``false`` are booleans, never strings).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from salmask.errors import ConfigError
+
+PRESETS = ("demo", "voc", "voc_v3plus", "coco")
+FREE_FORM = ("sod.encoder_kwargs",)
+STRING_OR_BOOL = ("cam.pretrained", "sod.pretrained", "boundary.pretrained", "seg.pretrained")  # or a checkpoint path  # passed through to timm as they are
+
+
+def _preset_text(name: str) -> str:
+    return resources.files("salmask.configs").joinpath(f"{name}.yaml").read_text()
+
+
+def load_config(preset_or_path: str = "demo", overrides: Sequence[str] = ()) -> DictConfig:
+    """Base config, merged with a preset name or YAML file, then ``key=value`` overrides."""
+    base = OmegaConf.create(_preset_text("base"))
+    OmegaConf.set_struct(base, True)
+    for free in FREE_FORM:
+        OmegaConf.set_struct(OmegaConf.select(base, free), False)
+    if preset_or_path in PRESETS:
+        layer_text, origin = _preset_text(preset_or_path), f"preset {preset_or_path!r}"
+    else:
+        path = Path(preset_or_path)
+        if not path.is_file():
+            raise ConfigError(f"{preset_or_path}: neither a preset ({', '.join(PRESETS)}) nor a YAML file")
+        layer_text, origin = path.read_text(), str(path)
+    try:
+        layer = OmegaConf.create(layer_text) or OmegaConf.create({})
+        cfg = OmegaConf.merge(base, layer)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{origin}: {_short(e)}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+            raise ConfigError(f"unknown config key {key!r}")
+        try:
+            cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"override {item!r}: {_short(e)}") from None
+    _check_types(OmegaConf.to_container(base), OmegaConf.to_container(cfg), "")
+    return cfg
+
+
+def _check_types(ref: Any, value: Any, key: str) -> None:
+    """Each value keeps the type of its default (ints may become floats; ``null`` defaults take anything)."""
+    if isinstance(ref, dict) and isinstance(value, dict):
+        for k, v in value.items():
+            if k in ref:
+                _check_types(ref[k], v, f"{key}.{k}" if key else k)
+        return
+    if ref is None or value is None:
+        return
+    if isinstance(ref, bool):
+        if isinstance(value, bool) or (key in STRING_OR_BOOL and isinstance(value, str)):
+            return
+    elif isinstance(ref, float) and isinstance(value, int) and not isinstance(value, bool):
+        return
+    elif isinstance(ref, list) and isinstance(value, list):
+        return
+    elif type(value) is type(ref):
+        return
+    raise ConfigError(f"config key {key!r}: expected {type(ref).__name__}, got {value!r}")
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0]
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def section_hash(*parts: Any) -> str:
+    """A stable short hash of config sections (DictConfig or plain values) and upstream hashes."""
+    plain = [OmegaConf.to_container(p, resolve=True) if isinstance(p, DictConfig) else p for p in parts]
+    blob = json.dumps(plain, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,244 @@
+"""Dataset readers: image ids, image paths, image-level labels and (for evaluation only) mask paths.
+
+All readers share :class:`ImageSet`. Training code uses ``image_path`` and ``labels``; only evaluation
+calls ``mask_path``. Image-level labels come from a label file, the VOC XML annotations, or — the field's
+convention for VOC/COCO — the classes present in the segmentation masks, derived once and cached.
+"""
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from omegaconf import DictConfig
+
+from salmask.data.meta import COCO, VOC, DatasetMeta
+from salmask.errors import ConfigError, InputError
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+def check_id(image_id: str, source: Path) -> str:
+    """Ids come from list files; one that could escape the dataset root (``../x``, ``/x``) is refused."""
+    if not _SAFE_ID.match(image_id) or ".." in image_id:
+        raise InputError(source, f"unsafe image id {image_id!r} (ids may hold letters, digits, _ . -)")
+    return image_id
+
+
+def read_id_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise InputError(path, "split list not found")
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    return [check_id(i, path) for i in ids]
+
+
+@dataclass
+class ImageSet:
+    """A split of a dataset. ``labels[id]`` is the sorted list of foreground class ids (1..C)."""
+
+    meta: DatasetMeta
+    ids: list[str]
+    image_path: Callable[[str], Path]
+    mask_path: Callable[[str], Path | None]
+    labels: dict[str, list[int]] = field(default_factory=dict)
+    root: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def label_vector(self, image_id: str) -> np.ndarray:
+        """Multi-hot float32 [C_fg] over the foreground classes."""
+        v = np.zeros(self.meta.num_fg, dtype=np.float32)
+        for c in self.labels[image_id]:
+            v[c - 1] = 1.0
+        return v
+
+    def has_masks(self) -> bool:
+        return bool(self.ids) and self.mask_path(self.ids[0]) is not None
+
+    def check_files(self) -> None:
+        """Fail early, naming the first absent image of the list."""
+        for i in self.ids:
+            p = self.image_path(i)
+            if not p.is_file():
+                raise InputError(p, f"image listed in the split is missing ({len(self.ids)} ids)")
+
+
+def _labels_from_masks(ids: list[str], mask_path: Callable[[str], Path | None], meta: DatasetMeta,
+                       cache: Path | None) -> dict[str, list[int]]:
+    from salmask.io import read_mask, write_json
+
+    cached = {}
+    if cache is not None and cache.is_file():
+        try:
+            cached = json.loads(cache.read_text())
+        except json.JSONDecodeError:
+            cached = {}
+    out, dirty = {}, False
+    for i in ids:
+        if i in cached:
+            out[i] = cached[i]
+            continue
+        p = mask_path(i)
+        if p is None or not p.is_file():
+            raise InputError(p or i, "no mask to derive the image-level labels from")
+        m = read_mask(p, meta.num_classes, meta.ignore_index)
+        out[i] = sorted(int(c) for c in np.unique(m) if 0 < c < meta.num_classes)
+        dirty = True
+    if cache is not None and dirty:
+        write_json(cache, {**cached, **out})
+    return out
+
+
+def _labels_from_xml(path: Path, meta: DatasetMeta) -> list[int]:
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as e:
+        raise InputError(path, f"cannot parse annotation XML ({e})") from None
+    names = {o.findtext("name", "").strip() for o in root.iter("object")}
+    unknown = names - set(meta.fg_classes)
+    if unknown:
+        raise InputError(path, f"unknown class names {sorted(unknown)}")
+    return sorted(meta.classes.index(n) for n in names)
+
+
+def voc_root(root: str | Path) -> Path:
+    """Accept the folder holding ``VOCdevkit/``, ``VOCdevkit/`` itself, or ``VOC2012/`` itself."""
+    root = Path(root).expanduser()
+    for cand in (root / "VOCdevkit" / "VOC2012", root / "VOC2012", root):
+        if (cand / "JPEGImages").is_dir():
+            return cand
+    raise InputError(root, "not a VOC 2012 root (no JPEGImages/ under it, VOCdevkit/VOC2012/ or VOC2012/)")
+
+
+def voc_split(root: str | Path, split: str, meta: DatasetMeta = VOC, label_cache: Path | None = None,
+              need_labels: bool = True) -> ImageSet:
+    """A VOC-layout split. Masks: SegmentationClassAug, else SegmentationClass; labels from masks or XML."""
+    base = voc_root(root)
+    ids = read_id_list(base / "ImageSets" / "Segmentation" / f"{split}.txt")
+    mask_dirs = [base / "SegmentationClassAug", base / "SegmentationClass"]
+
+    def mask_path(i: str) -> Path | None:
+        for d in mask_dirs:
+            if (d / f"{i}.png").is_file():
+                return d / f"{i}.png"
+        return None
+
+    def image_path(i: str) -> Path:
+        return base / "JPEGImages" / f"{i}.jpg"
+
+    labels: dict[str, list[int]] = {}
+    if need_labels and ids:
+        if all(mask_path(i) is not None for i in ids):
+            labels = _labels_from_masks(ids, mask_path, meta, label_cache)
+        elif (base / "Annotations").is_dir():
+            labels = {i: _labels_from_xml(base / "Annotations" / f"{i}.xml", meta) for i in ids}
+        else:
+            missing = next(i for i in ids if mask_path(i) is None)
+            raise InputError(base / "SegmentationClassAug" / f"{missing}.png",
+                             "mask missing and no Annotations/ XML to take labels from")
+    return ImageSet(meta, ids, image_path, mask_path, labels, base)
+
+
+def coco_split(root: str | Path, split: str, meta: DatasetMeta = COCO, label_cache: Path | None = None,
+               need_labels: bool = True) -> ImageSet:
+    """COCO 2014 with VOC-style masks: ``{root}/{split}2014/*.jpg`` and masks in
+    ``{root}/SegmentationClass/{split}2014/`` (or ``{root}/mask/{split}2014/``); ids from
+    ``{root}/ImageSets/{split}.txt`` when present, else every image of the folder."""
+    root = Path(root).expanduser()
+    img_dir = root / f"{split}2014"
+    if not img_dir.is_dir():
+        raise InputError(img_dir, "COCO image folder not found")
+    listing = root / "ImageSets" / f"{split}.txt"
+    ids = read_id_list(listing) if listing.is_file() else sorted(p.stem for p in img_dir.glob("*.jpg"))
+    mask_dir = next((d for d in (root / "SegmentationClass" / f"{split}2014", root / "mask" / f"{split}2014")
+                     if d.is_dir()), None)
+
+    def mask_path(i: str) -> Path | None:
+        return mask_dir / f"{i}.png" if mask_dir is not None else None
+
+    labels = _labels_from_masks(ids, mask_path, meta, label_cache) if need_labels and mask_dir else {}
+    if need_labels and mask_dir is None:
+        raise InputError(root / "SegmentationClass" / f"{split}2014", "COCO mask folder not found")
+    return ImageSet(meta, ids, lambda i: img_dir / f"{i}.jpg", mask_path, labels, root)
+
+
+def read_label_file(path: Path, meta: DatasetMeta) -> dict[str, list[int]]:
+    """JSON ``{id: [class names or ids]}`` or text lines ``id c1 c2 ...`` (names or ids 1..C)."""
+    if not path.is_file():
+        raise InputError(path, "label file not found")
+    text = path.read_text()
+    try:
+        raw = json.loads(text)
+        items = [(k, v) for k, v in raw.items()]
+    except json.JSONDecodeError:
+        items = [(ln.split()[0], ln.split()[1:]) for ln in text.splitlines() if ln.strip()]
+
+    def as_id(c: object) -> int:
+        if isinstance(c, int) or (isinstance(c, str) and c.isdigit()):
+            c = int(c)
+            if not 0 < c < meta.num_classes:
+                raise InputError(path, f"class id {c} outside 1..{meta.num_fg}")
+            return c
+        if c not in meta.classes[1:]:
+            raise InputError(path, f"unknown class {c!r}")
+        return meta.classes.index(c)
+
+    return {check_id(k, path): sorted({as_id(c) for c in v}) for k, v in items}
+
+
+def folder_split(images: str | Path, labels: str | Path | None, classes: list[str],
+                 masks: str | Path | None = None) -> ImageSet:
+    """A generic folder of images with a label file; masks optional (evaluation only)."""
+    meta = DatasetMeta("folder", ("background", *classes))
+    img_dir = Path(images).expanduser()
+    if not img_dir.is_dir():
+        raise InputError(img_dir, "image folder not found")
+    files = {p.stem: p for p in sorted(img_dir.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
+    lab = read_label_file(Path(labels), meta) if labels else {}
+    ids = sorted(lab) if lab else sorted(files)
+    for i in ids:
+        if i not in files:
+            raise InputError(img_dir / f"{i}.jpg", "image named in the label file is missing")
+    mask_dir = Path(masks).expanduser() if masks else None
+    return ImageSet(meta, ids, lambda i: files[i], lambda i: mask_dir / f"{i}.png" if mask_dir else None,
+                    lab, img_dir)
+
+
+def synthetic_meta(root: Path) -> DatasetMeta:
+    from salmask.io import read_json
+
+    info = read_json(root / "meta.json")
+    return DatasetMeta("synthetic", tuple(info["classes"]))
+
+
+def build_split(cfg: DictConfig, split: str, work_dir: Path, need_labels: bool = True) -> ImageSet:
+    """The split ``split`` of the dataset described by ``cfg.dataset``."""
+    d = cfg.dataset
+    cache = work_dir / "labels" / f"{d.kind}_{split}.json"
+    if d.kind == "voc":
+        if not d.root:
+            raise ConfigError("dataset.root is not set (the folder holding VOCdevkit/)")
+        return voc_split(d.root, split, VOC, cache, need_labels)
+    if d.kind == "coco":
+        if not d.root:
+            raise ConfigError("dataset.root is not set (the folder holding train2014/ and val2014/)")
+        return coco_split(d.root, split, COCO, cache, need_labels)
+    if d.kind == "synthetic":
+        from salmask.data.synthetic import read_info
+
+        root = Path(d.root) if d.root else work_dir / "data"
+        images = voc_split(root, split, synthetic_meta(root), cache, need_labels=False)
+        if need_labels:  # the generator records what it drew; no mask is read for labels
+            info = read_info(root)
+            images.labels = {i: sorted(int(c) for c in info.labels[i]) for i in images.ids}
+        return images
+    if d.kind == "folder":
+        if not d.images or not d.classes:
+            raise ConfigError("folder datasets need dataset.images and dataset.classes")
+        return folder_split(d.images, d.labels, list(d.classes), d.masks)
+    raise ConfigError(f"dataset.kind {d.kind!r} is not one of voc, coco, folder, synthetic")

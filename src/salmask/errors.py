@@ -1,0 +1,19 @@
+"""Exceptions salmask raises for problems a user can fix (bad files, bad config)."""
+from __future__ import annotations
+
+
+class SalmaskError(Exception):
+    """Base class: the CLI prints these as one clear line instead of a traceback."""
+
+
+class InputError(SalmaskError):
+    """A bad or missing input file; the message names the file and the problem."""
+
+    def __init__(self, path: object, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ConfigError(SalmaskError):
+    """A configuration key or value that does not exist or cannot be used."""

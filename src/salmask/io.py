@@ -1,0 +1,178 @@
+"""Reading and writing artefacts: validated image/mask reads, atomic safe-format writes.
+
+Every writer goes through a temporary file in the destination folder followed by ``os.replace``,
+so a killed process leaves either the old file, the new file, or a ``.tmp`` file that no reader
+trusts — never a half-written artefact under the final name.
+"""
+from __future__ import annotations
+
+import io as _io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from salmask.errors import InputError
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+MAX_IMAGE_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+def open_image(path: Path) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        img = Image.open(path)
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise InputError(path, f"image of {img.width}x{img.height} pixels exceeds the "
+                                   f"{MAX_IMAGE_PIXELS}-pixel memory guard")
+        img.load()
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(path, f"cannot decode image ({e})") from None
+    return img
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any image file as RGB uint8 [H, W, 3] (grayscale, RGBA, CMYK, 16-bit converted)."""
+    img = open_image(Path(path))
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        arr = (arr / max(arr.max(), 1.0) * 255.0).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        img = img.convert("RGBA")
+        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(bg, img)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """Read a grayscale map (saliency) as float32 [H, W] in [0, 1]."""
+    img = open_image(Path(path))
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        return arr / 65535.0
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise InputError(path, "map contains NaN or infinite values")
+        return np.clip(arr, 0.0, 1.0)
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def read_mask(path: str | os.PathLike, num_classes: int | None = None,
+              ignore_index: int = 255) -> np.ndarray:
+    """Read an index/palette mask PNG as uint8 [H, W]; values must be < num_classes or ignore."""
+    img = open_image(Path(path))
+    if img.mode not in ("P", "L"):
+        raise InputError(path, f"mask must be a palette or 8-bit grayscale PNG, got mode {img.mode}")
+    arr = np.asarray(img, dtype=np.uint8)
+    if num_classes is not None:
+        bad = (arr >= num_classes) & (arr != ignore_index)
+        if bad.any():
+            vals = sorted(set(np.unique(arr[bad]).tolist()))[:8]
+            raise InputError(path, f"mask has values {vals} outside 0..{num_classes - 1} and "
+                                   f"ignore {ignore_index}")
+    return arr
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file + fsync + rename."""
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray,
+              palette: np.ndarray | None = None) -> None:
+    """Write uint8 [H, W] (optionally with a [256, 3] palette) or [H, W, 3] atomically as PNG."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"write_png expects uint8, got {array.dtype}")
+    img = Image.fromarray(array)
+    if palette is not None and array.ndim == 2:
+        img = img.convert("P")
+        img.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
+    buf = _io.BytesIO()
+    img.save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def write_gray(path: str | os.PathLike, prob: np.ndarray) -> None:
+    """Write a float map in [0, 1] [H, W] as an 8-bit grayscale PNG; NaN is refused."""
+    prob = np.asarray(prob, dtype=np.float32)
+    if not np.isfinite(prob).all():
+        raise ValueError(f"refusing to write NaN/inf map to {path}")
+    write_png(path, np.round(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8))
+
+
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Save arrays to a compressed ``.npz`` atomically; floating arrays must be finite."""
+    for k, v in arrays.items():
+        v = np.asarray(v)
+        if v.dtype == object:
+            raise ValueError(f"{path}: array {k!r} has object dtype (would need pickle)")
+        if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+            raise ValueError(f"refusing to write NaN/inf array {k!r} to {path}")
+    buf = _io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` without pickle; a truncated or corrupt file raises InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile/ValueError/OSError variants
+        raise InputError(path, f"corrupt or truncated npz ({e})") from None
+
+
+def write_json(path: str | os.PathLike, obj: Mapping[str, Any] | list) -> None:
+    """Write JSON atomically (pretty-printed, keys kept in insertion order)."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"invalid JSON ({e})") from None
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")

@@ -1,0 +1,190 @@
+"""The orchestrator: an ordered registry of stages, each writing under ``{work_dir}/{stage}/``.
+
+A stage is complete when its ``manifest.json`` exists and records the same *stage hash* — a hash of the
+config sections the stage reads and of its upstream stages' hashes — so changing a setting reruns the
+stage and everything downstream of it, and nothing else. Per-image stages skip images whose artefact is
+already on disk (artefacts are written atomically, so existence means complete); a stage that finds
+leftovers from a run with a different hash clears them first.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from omegaconf import DictConfig
+
+from salmask.config import section_hash, to_yaml
+from salmask.errors import ConfigError
+from salmask.io import read_json, write_bytes_atomic, write_json
+from salmask.utils import dist
+from salmask.utils.log import logger
+
+MANIFEST = "manifest.json"
+PROGRESS = "progress.json"
+
+
+@dataclass
+class Stage:
+    """One step of the pipeline. ``run(ctx)`` returns the manifest's extra fields (counts, metrics)."""
+
+    name: str
+    run: Callable[["Context"], dict]
+    sections: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    enabled: Callable[[DictConfig], bool] = lambda cfg: True
+    doc: str = ""
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def stage(name: str, *, sections: Iterable[str], needs: Iterable[str] = (),
+          enabled: Callable[[DictConfig], bool] = lambda cfg: True) -> Callable:
+    """Decorator registering ``fn(ctx) -> dict`` as a stage; registration order is pipeline order."""
+
+    def wrap(fn: Callable[["Context"], dict]) -> Callable[["Context"], dict]:
+        STAGES[name] = Stage(name, fn, tuple(sections), tuple(needs), enabled, (fn.__doc__ or "").strip())
+        return fn
+
+    return wrap
+
+
+@dataclass
+class Context:
+    """What a stage sees: the resolved config, the work directory, the device and the split readers."""
+
+    cfg: DictConfig
+    work_dir: Path
+    current: str = ""
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def device(self) -> torch.device:
+        want = self.cfg.device
+        if want == "auto":
+            return torch.device(f"cuda:{dist.local_rank()}" if torch.cuda.is_available() else "cpu")
+        if want == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device=cuda but CUDA is not available")
+        return torch.device(want)
+
+    @property
+    def amp(self) -> bool:
+        return bool(self.cfg.amp) and self.device.type == "cuda"
+
+    def dir(self, stage_name: str | None = None) -> Path:
+        return self.work_dir / (stage_name or self.current)
+
+    def split(self, which: str, need_labels: bool = True):
+        """``which`` is a key of ``cfg.dataset`` (``train_split``, ``val_split``...)."""
+        from salmask.data.datasets import build_split
+
+        return build_split(self.cfg, self.cfg.dataset[which], self.work_dir, need_labels)
+
+    def manifest(self, stage_name: str) -> dict:
+        return read_json(self.dir(stage_name) / MANIFEST)
+
+    @property
+    def meta(self):
+        return self.split("train_split").meta
+
+
+def stage_hash(ctx: Context, st: Stage) -> str:
+    parts = [ctx.cfg.get(s) if s in ctx.cfg else ctx.cfg.dataset.get(s) for s in st.sections]
+    return section_hash(st.name, ctx.cfg.dataset, ctx.cfg.seed, *parts,
+                        *[ctx.hashes.get(n, "") for n in st.needs])
+
+
+def is_complete(ctx: Context, name: str, h: str) -> bool:
+    path = ctx.dir(name) / MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        return read_json(path).get("hash") == h
+    except Exception:
+        return False
+
+
+def prepare_stage_dir(ctx: Context, name: str, h: str) -> None:
+    """Keep per-image leftovers of an interrupted run with the same hash; clear those of another."""
+    d = ctx.dir(name)
+    marker = d / PROGRESS
+    if d.exists():
+        same = marker.is_file() and _safe_hash(marker) == h
+        if not same:
+            if dist.is_main():
+                logger.info("%s: clearing outputs of a previous run with other settings", name)
+                shutil.rmtree(d)
+            dist.barrier()
+    if dist.is_main():
+        d.mkdir(parents=True, exist_ok=True)
+        write_json(marker, {"hash": h, "started": time.time()})
+    dist.barrier()
+
+
+def _safe_hash(path: Path) -> str | None:
+    try:
+        return read_json(path).get("hash")
+    except Exception:
+        return None
+
+
+def resolve_stages(cfg: DictConfig, only: Iterable[str] | None) -> list[Stage]:
+    import salmask.stages  # noqa: F401  (registers the stages)
+
+    if only:
+        unknown = [s for s in only if s not in STAGES]
+        if unknown:
+            raise ConfigError(f"unknown stages {unknown}; known: {', '.join(STAGES)}")
+        return [STAGES[n] for n in STAGES if n in set(only)]
+    return [s for s in STAGES.values() if s.enabled(cfg)]
+
+
+def run_pipeline(cfg: DictConfig, *, stages: Iterable[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Run the selected stages (all enabled ones by default) in order; returns {stage: manifest}."""
+    from salmask.utils.log import setup_logging
+
+    work_dir = Path(cfg.work_dir).expanduser().resolve()
+    ctx = Context(cfg, work_dir)
+    dist.init_distributed(ctx.device)
+    setup_logging(work_dir)
+    torch.manual_seed(cfg.seed)
+    if dist.is_main():
+        write_bytes_atomic(work_dir / "config.yaml", to_yaml(cfg).encode())
+    selected = resolve_stages(cfg, stages)
+    all_enabled = [s for s in STAGES.values() if s.enabled(cfg) or s in selected]
+    results: dict[str, Any] = {}
+    for st in all_enabled:
+        h = stage_hash(ctx, st)
+        ctx.hashes[st.name] = h
+        if st not in selected:
+            continue
+        missing = [n for n in st.needs if STAGES[n].enabled(cfg) and not is_complete(ctx, n, ctx.hashes[n])]
+        if missing:
+            raise ConfigError(f"stage {st.name} needs {', '.join(missing)} to be complete first "
+                              f"(run them, or drop --stages)")
+        if is_complete(ctx, st.name, h) and not force:
+            logger.info("%-22s done already (%s), skipped", st.name, ctx.dir(st.name))
+            results[st.name] = ctx.manifest(st.name)
+            continue
+        if force and dist.is_main() and (ctx.dir(st.name) / PROGRESS).exists():
+            (ctx.dir(st.name) / PROGRESS).unlink()
+        prepare_stage_dir(ctx, st.name, h)
+        ctx.current = st.name
+        logger.info("%-22s running", st.name)
+        t0 = time.time()
+        extra = st.run(ctx) or {}
+        dist.barrier()
+        manifest = {"stage": st.name, "hash": h, "seconds": round(time.time() - t0, 2),
+                    "world_size": dist.world_size(), **extra}
+        if dist.is_main():
+            write_json(ctx.dir(st.name) / MANIFEST, manifest)
+            (ctx.dir(st.name) / PROGRESS).unlink(missing_ok=True)
+        dist.barrier()
+        logger.info("%-22s finished in %.1fs", st.name, manifest["seconds"])
+        results[st.name] = manifest
+    return results

@@ -1,0 +1,94 @@
+"""Stages ``make_pseudo`` and ``eval_pseudo``: CAMs propagated by the boundary-bounded random walk (SPEC §6).
+
+Per image: ``make_pseudo/{id}.png`` (palette PNG, class ids), ``make_pseudo/scores/{id}.npz`` (``keys``
+int16 [K], ``scores`` float16 [K,H,W]: the walk's upsampled scores divided by their global maximum — the soft
+maps the Selector's alpha form reads), and with ``walk.crf`` a dense-CRF variant in ``make_pseudo/crf/``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from salmask.boundary.crf import crf_enabled, dense_crf
+from salmask.io import load_npz, read_image, save_npz, write_png
+from salmask.metrics.confusion import ConfusionMatrix
+from salmask.pipeline import Context, stage
+from salmask.refine.random_walk import propagate
+from salmask.stage_utils import eval_ids, loop, todo
+from salmask.utils import dist
+
+
+def walk_scores(cam: np.ndarray, boundary: np.ndarray, hw: tuple[int, int], cfg,
+                device: torch.device) -> np.ndarray:
+    """Stride-4 CAMs [K,h,w] + boundary [h,w] -> walk scores [K,H,W] in [0,1] (divided by the global max)."""
+    if cam.shape[0] == 0:
+        return np.zeros((0, *hw), np.float32)
+    cams = torch.from_numpy(cam.astype(np.float32)).to(device)
+    edge = torch.from_numpy(boundary.astype(np.float32)).to(device).clamp_(0, 1)
+    rw = propagate(cams, edge, beta=cfg.beta, exp_times=cfg.exp_times, radius=cfg.radius)
+    up = F.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :hw[0], :hw[1]]
+    return (up / up.max().clamp_min(1e-5)).cpu().numpy()
+
+
+def scores_to_labels(scores: np.ndarray, keys: np.ndarray, bg_score: float) -> np.ndarray:
+    """[K,H,W] + class ids [K] -> uint8 label map (background where every score < bg_score)."""
+    full = np.concatenate([np.full((1, *scores.shape[1:]), bg_score, np.float32), scores.astype(np.float32)])
+    return np.concatenate([[0], keys]).astype(np.uint8)[full.argmax(0)]
+
+
+@stage("make_pseudo", sections=("walk",), needs=("make_cam", "make_boundary"))
+def run_make_pseudo(ctx: Context) -> dict:
+    """Pseudo masks: random walk of the stride-4 CAMs bounded by the boundary maps, then argmax with a
+    background score."""
+    w = ctx.cfg.walk
+    images = ctx.split("pseudo_split")
+    out = ctx.dir()
+    use_crf = crf_enabled(w.crf)
+    ids = todo(images.ids, lambda i: out / f"{i}.png")
+    for i in loop(ids, "make_pseudo"):
+        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz")
+        boundary = load_npz(ctx.dir("make_boundary") / f"{i}.npz")["boundary"]
+        hw = cam["high_res"].shape[1:]
+        scores = walk_scores(cam["cam"], boundary, hw, w, ctx.device)
+        labels = scores_to_labels(scores, cam["keys"], w.bg_score)
+        if use_crf:
+            probs = np.concatenate([np.full((1, *hw), w.bg_score, np.float32), scores])
+            refined = dense_crf(read_image(images.image_path(i)), probs / probs.sum(0, keepdims=True),
+                                sxy_bilateral=20).argmax(0)
+            write_png(out / "crf" / f"{i}.png", np.concatenate([[0], cam["keys"]]).astype(np.uint8)[refined],
+                      images.meta.palette)
+        save_npz(out / "scores" / f"{i}.npz", keys=cam["keys"], scores=scores.astype(np.float16))
+        write_png(out / f"{i}.png", labels, images.meta.palette)
+    return {"images": len(images.ids), "crf": use_crf}
+
+
+def score_masks(ctx: Context, folder, ids: list[str]) -> dict:
+    """Metrics of ``folder/{id}.png`` on ``ids`` (ignore counted as background), all images and the
+    single-class subset, summed over ranks."""
+    from salmask.io import read_mask
+
+    images = ctx.split("pseudo_split")
+    meta = images.meta
+    cm_all, cm_single = ConfusionMatrix(meta.num_classes), ConfusionMatrix(meta.num_classes)
+    for i in dist.shard(ids):
+        gt = read_mask(images.mask_path(i), meta.num_classes, meta.ignore_index)
+        pred = read_mask(folder / f"{i}.png")
+        cm_all.update(pred, gt, name=str(folder / f"{i}.png"))
+        if len(images.labels[i]) == 1:
+            cm_single.update(pred, gt, name=str(folder / f"{i}.png"))
+    keep = ("Acc", "Acc_class", "mIoU", "fwIoU", "per_class")
+    res = {k: v for k, v in cm_all.all_reduce().scores(meta.classes).items() if k in keep}
+    res["single_class"] = {k: v for k, v in cm_single.all_reduce().scores(meta.classes).items() if k in keep}
+    res["single_class"]["images"] = sum(len(images.labels[i]) == 1 for i in ids)
+    return res
+
+
+@stage("eval_pseudo", sections=("walk",), needs=("make_pseudo",))
+def run_eval_pseudo(ctx: Context) -> dict:
+    """Pseudo-mask metrics on the evaluation split (all images and the single-class subset)."""
+    ids = eval_ids(ctx)
+    metrics = score_masks(ctx, ctx.dir("make_pseudo"), ids)
+    if ctx.cfg.walk.crf and (ctx.dir("make_pseudo") / "crf").is_dir():
+        metrics["crf"] = score_masks(ctx, ctx.dir("make_pseudo") / "crf", ids)
+    return {"images": len(ids), "metrics": metrics}

@@ -1,0 +1,178 @@
+"""Stages ``train_sod``, ``saliency`` and ``eval_sod``: one saliency map in [0,1] per image.
+
+Sources: ``precomputed`` (grayscale PNGs, SBE's ``{voc_root}/Sal/{id}.png`` by default), ``classic``
+(MB+ minimum-barrier saliency, no weights) and ``rgbsod`` (the seed's network, trained by ``train_sod``).
+Maps are written as ``saliency/{id}.png`` at the image's size. An all-zero map is kept and listed in the
+manifest (``all_zero``); SBE's saliency steps are then skipped for that image.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from salmask.errors import ConfigError, InputError
+from salmask.io import read_gray, read_image, write_gray
+from salmask.pipeline import Context, stage
+from salmask.stage_utils import loop, prefetch, todo
+from salmask.utils import dist
+from salmask.utils.log import logger, progress_bar
+from salmask.utils.train import load_checkpoint, save_checkpoint, seed_everything
+
+
+def sod_roots(ctx: Context) -> tuple[Path | None, Path | None]:
+    """(training root, held-out root) in DUTS layout; the synthetic set brings its own."""
+    s = ctx.cfg.sod
+    if ctx.cfg.dataset.kind == "synthetic":
+        data = Path(ctx.cfg.dataset.root) if ctx.cfg.dataset.root else ctx.work_dir / "data"
+        return Path(s.data_root or data / "SOD"), Path(s.test_root or data / "SOD_test")
+    return (Path(s.data_root) if s.data_root else None), (Path(s.test_root) if s.test_root else None)
+
+
+def build_rgbsod(ctx: Context, pretrained: bool | str):
+    from salmask.models.rgbsod import RGBSOD
+
+    s = ctx.cfg.sod
+    return RGBSOD(s.encoder, pretrained=pretrained, img_size=s.img_size,
+                  encoder_kwargs=dict(s.encoder_kwargs), decoder_channels=s.decoder_channels)
+
+
+def load_rgbsod(ctx: Context):
+    model = build_rgbsod(ctx, False)
+    model.load_state_dict(load_checkpoint(ctx.dir("train_sod") / "model.pt")["model"])
+    return model.to(ctx.device).eval()
+
+
+@stage("train_sod", sections=("sod",), needs=("generate",),
+       enabled=lambda cfg: cfg.saliency.source == "rgbsod")
+def run_train_sod(ctx: Context) -> dict:
+    """Train the RGB-SOD saliency network on a DUTS-layout folder."""
+    from salmask.io import write_json
+    from salmask.saliency.rgbsod import train_rgbsod
+
+    root, _ = sod_roots(ctx)
+    if root is None:
+        raise ConfigError("saliency.source=rgbsod needs sod.data_root (a DUTS-layout folder: Images/, Masks/)")
+    s = ctx.cfg.sod
+    seed_everything(ctx.cfg.seed)
+    model = build_rgbsod(ctx, s.pretrained)
+    history = train_rgbsod(model, root, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, lr_step=s.lr_step,
+                           lr_gamma=s.lr_gamma, img_size=s.img_size, device=ctx.device,
+                           num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, progress=dist.is_main())
+    save_checkpoint(ctx.dir() / "model.pt", model=model.state_dict(), encoder=s.encoder)
+    if dist.is_main():
+        write_json(ctx.dir() / "history.json", history)
+    return {"epochs": len(history), "final_loss": history[-1]["loss"] if history else None}
+
+
+def _precomputed_dir(ctx: Context, images) -> Path:
+    if ctx.cfg.saliency.dir:
+        return Path(ctx.cfg.saliency.dir).expanduser()
+    if images.root is not None and (images.root / "Sal").is_dir():
+        return images.root / "Sal"
+    raise ConfigError("saliency.source=precomputed needs saliency.dir (default {voc_root}/Sal is absent)")
+
+
+@stage("saliency", sections=("saliency", "sod"), needs=("train_sod",))
+def run_saliency(ctx: Context) -> dict:
+    """One saliency map per image of the pseudo-mask split, from the configured source."""
+    images = ctx.split("pseudo_split", need_labels=False)
+    src = ctx.cfg.saliency.source
+    out = ctx.dir()
+    ids = todo(images.ids, lambda i: out / f"{i}.png")
+    flags = {"all_zero": [], "missing": []}
+    if src == "rgbsod":
+        from salmask.saliency.rgbsod import predict_batch
+
+        model = load_rgbsod(ctx)
+        bar = progress_bar("saliency", total=len(ids))
+        chunks = [ids[j:j + 16] for j in range(0, len(ids), 16)]
+        load = lambda chunk: [read_image(images.image_path(i)) for i in chunk]  # noqa: E731
+        for chunk, arrays in prefetch(chunks, load):
+            for i, m in zip(chunk, predict_batch(model, arrays, img_size=ctx.cfg.sod.img_size, device=ctx.device)):
+                _write(out, i, m, flags)
+            bar.update(len(chunk))
+        bar.close()
+    elif src == "classic":
+        from salmask.saliency.classic import classic_saliency
+
+        for i in loop(ids, "saliency"):
+            _write(out, i, classic_saliency(read_image(images.image_path(i)),
+                                            method=ctx.cfg.saliency.classic_method), flags)
+    elif src == "precomputed":
+        from salmask.stage_utils import image_size
+
+        folder = _precomputed_dir(ctx, images)
+        for i in loop(ids, "saliency"):
+            path = folder / f"{i}.png"
+            hw = image_size(images.image_path(i))
+            if not path.is_file():
+                if not ctx.cfg.saliency.allow_missing:
+                    raise InputError(path, "saliency map missing (saliency.allow_missing=true uses an "
+                                           "all-zero map instead)")
+                logger.warning("saliency: %s missing, using an all-zero map", path)
+                flags["missing"].append(i)
+                _write(out, i, np.zeros(hw, np.float32), flags)
+                continue
+            sal = read_gray(path)
+            if sal.shape != hw:
+                raise InputError(path, f"saliency size {sal.shape[1]}x{sal.shape[0]} differs from the "
+                                       f"image's {hw[1]}x{hw[0]}")
+            _write(out, i, sal, flags)
+    else:
+        raise ConfigError(f"saliency.source {src!r} is not one of precomputed, classic, rgbsod")
+    return {"images": len(images.ids), "source": src,
+            "all_zero": _gather(flags["all_zero"]), "missing": _gather(flags["missing"])}
+
+
+def _write(out: Path, image_id: str, sal: np.ndarray, flags: dict) -> None:
+    if not np.isfinite(sal).all():
+        raise InputError(out / f"{image_id}.png", "saliency map has NaN values")
+    if float(sal.max(initial=0.0)) <= 0.0:
+        logger.warning("saliency: %s is all zero (kept; SBE's saliency steps are skipped for it)", image_id)
+        flags["all_zero"].append(image_id)
+    write_gray(out / f"{image_id}.png", sal)
+
+
+def _gather(items: list[str]) -> list[str]:
+    if not torch.distributed.is_initialized():
+        return sorted(items)
+    allv: list = [None] * dist.world_size()
+    torch.distributed.all_gather_object(allv, items)
+    return sorted(x for part in allv for x in part)
+
+
+@stage("eval_sod", sections=("saliency", "sod"), needs=("train_sod",),
+       enabled=lambda cfg: cfg.dataset.kind == "synthetic" or bool(cfg.sod.test_root))
+def run_eval_sod(ctx: Context) -> dict:
+    """SOD metrics (MAE, F, S, E) of the classic source and, when trained, the RGB-SOD network."""
+    from salmask.data.duts import list_duts_pairs
+    from salmask.metrics.sod import score_sod_folders
+    from salmask.saliency.classic import classic_saliency
+
+    _, test_root = sod_roots(ctx)
+    if test_root is None:
+        raise ConfigError("eval_sod needs sod.test_root (a DUTS-layout folder)")
+    pairs = list_duts_pairs(test_root)
+    sources = ["classic"] + (["rgbsod"] if ctx.cfg.saliency.source == "rgbsod" else [])
+    metrics = {}
+    for src in sources:
+        folder = ctx.dir() / src
+        mine = todo([p[0].stem for p in pairs], lambda i: folder / f"{i}.png")
+        by_id = {p[0].stem: p[0] for p in pairs}
+        if src == "rgbsod":
+            from salmask.saliency.rgbsod import predict_batch
+
+            model = load_rgbsod(ctx)
+            arrays = [read_image(by_id[i]) for i in mine]
+            maps = predict_batch(model, arrays, img_size=ctx.cfg.sod.img_size, device=ctx.device)
+        else:
+            maps = [classic_saliency(read_image(by_id[i]), method=ctx.cfg.saliency.classic_method) for i in mine]
+        for i, m in zip(mine, maps):
+            write_gray(folder / f"{i}.png", m)
+        dist.barrier()
+        metrics[src] = {k: v for k, v in score_sod_folders(folder, test_root / "Masks").items()}
+        logger.info("eval_sod %-8s %s", src, "  ".join(f"{k}={v:.4f}" for k, v in metrics[src].items()
+                                                        if isinstance(v, float)))
+    return {"images": len(pairs), "metrics": metrics}

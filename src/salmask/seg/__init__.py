@@ -1,0 +1,1 @@
+"""salmask.seg: segmentation networks trained on pseudo masks."""

@@ -1,0 +1,99 @@
+"""Stages ``train_seg``, ``infer_seg``, ``eval_seg`` (SPEC §8)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from salmask.boundary.crf import crf_enabled, dense_crf
+from salmask.data.transforms import to_tensor
+from salmask.errors import InputError
+from salmask.io import read_image, write_png
+from salmask.pipeline import Context, stage
+from salmask.seg.inference import export_voc_test, predict_batch, prepare_model
+from salmask.seg.train import load_seg_model, train_seg
+from salmask.stage_utils import prefetch, todo
+from salmask.utils import dist
+from salmask.utils.log import progress_bar
+
+
+def mask_source(ctx: Context) -> Path:
+    src = ctx.cfg.seg.source
+    if src == "select":
+        return ctx.dir("select") / "masks"
+    if src == "pseudo":
+        return ctx.dir("make_pseudo")
+    path = Path(src).expanduser()
+    if not path.is_dir():
+        raise InputError(path, "seg.source is neither select, pseudo nor a folder of masks")
+    return path
+
+
+def _needs(cfg) -> tuple[str, ...]:
+    return ("select",) if cfg.seg.source == "select" else ("make_pseudo",)
+
+
+@stage("train_seg", sections=("seg",), needs=("select", "make_pseudo"))
+def run_train_seg(ctx: Context) -> dict:
+    """Train DeepLab on the pseudo masks (of the Selector by default)."""
+    train = ctx.split("train_split", need_labels=False)
+    masks = mask_source(ctx)
+    ids = [i for i in train.ids if (masks / f"{i}.png").is_file()]
+    if len(ids) < len(train.ids):
+        missing = next(i for i in train.ids if not (masks / f"{i}.png").is_file())
+        raise InputError(masks / f"{missing}.png", f"pseudo mask missing for {len(train.ids) - len(ids)} "
+                                                   f"training images")
+    return train_seg(ids, train.image_path, masks, train.meta.num_classes, ctx.cfg.seg, device=ctx.device,
+                     out_dir=ctx.dir(), amp=ctx.amp, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,
+                     tensorboard=ctx.cfg.tensorboard)
+
+
+def _infer(ctx: Context, images, ids: list[str], out: Path) -> None:
+    s = ctx.cfg.seg
+    model = prepare_model(load_seg_model(ctx.dir("train_seg") / "model.pt", s, ctx.device), ctx.device)
+    use_crf = crf_enabled(s.crf)
+    ids = todo(ids, lambda i: out / f"{i}.png")
+    bar = progress_bar("infer_seg", total=len(ids))
+    for i, img in prefetch(ids, lambda i: read_image(images.image_path(i))):
+        with torch.no_grad():
+            prob = predict_batch(model, [to_tensor(img).to(ctx.device)], scales=tuple(s.scales), flip=s.flip,
+                                 amp=ctx.amp)[0].float().cpu().numpy()
+        if use_crf:
+            prob = dense_crf(img, prob)
+        write_png(out / f"{i}.png", prob.argmax(0).astype(np.uint8), images.meta.palette)
+        bar.update(1)
+    bar.close()
+
+
+@stage("infer_seg", sections=("seg",), needs=("train_seg",))
+def run_infer_seg(ctx: Context) -> dict:
+    """Multi-scale + flip predictions on the val split (and the test split's server export)."""
+    val = ctx.split("val_split", need_labels=False)
+    _infer(ctx, val, val.ids, ctx.dir() / "val")
+    result = {"val_images": len(val.ids)}
+    if ctx.cfg.dataset.test_split:
+        test = ctx.split("test_split", need_labels=False)
+        _infer(ctx, test, test.ids, ctx.dir() / "test")
+        dist.barrier()
+        if dist.is_main():
+            result["test_tar"] = str(export_voc_test(ctx.dir() / "test", ctx.dir() / "voc_test_results.tar",
+                                                     test.ids, test.meta.num_classes))
+    return result
+
+
+@stage("eval_seg", sections=("seg",), needs=("infer_seg",))
+def run_eval_seg(ctx: Context) -> dict:
+    """Segmentation metrics on the val split."""
+    from salmask.metrics.confusion import ConfusionMatrix
+    from salmask.io import read_mask
+
+    val = ctx.split("val_split")
+    meta = val.meta
+    cm = ConfusionMatrix(meta.num_classes)
+    for i in dist.shard(val.ids):
+        gt = read_mask(val.mask_path(i), meta.num_classes, meta.ignore_index)
+        cm.update(read_mask(ctx.dir("infer_seg") / "val" / f"{i}.png"), gt, name=i)
+    scores = cm.all_reduce().scores(meta.classes)
+    return {"images": len(val.ids), "metrics": {k: scores[k] for k in ("Acc", "Acc_class", "mIoU", "fwIoU",
+                                                                        "per_class")}}

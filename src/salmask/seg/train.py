@@ -1,0 +1,88 @@
+"""Training DeepLab on pseudo masks (SPEC §8): CE with ignore 255, poly schedule, scale/crop/flip."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from salmask.data import transforms as T
+from salmask.data.meta import IGNORE_INDEX
+from salmask.io import read_image, read_mask
+from salmask.models.backbones import freeze_batchnorm
+from salmask.models.deeplab import build_segmenter, msc_logits, param_groups
+from salmask.utils.train import fit, load_checkpoint, make_loader, save_checkpoint, seed_everything, wrap_ddp
+
+
+class SegDataset(Dataset):
+    """(image [3,crop,crop], mask int64 [crop,crop]) from images and a folder of (pseudo) mask PNGs."""
+
+    def __init__(self, ids: list[str], image_path, mask_dir: Path, num_classes: int, crop: int,
+                 scale: tuple[float, float]):
+        self.ids, self.image_path, self.mask_dir = ids, image_path, mask_dir
+        self.num_classes, self.crop, self.scale = num_classes, crop, tuple(scale)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, idx: int):
+        i = self.ids[idx]
+        rng = np.random.default_rng((idx, int(torch.randint(0, 2**31, ()).item())))
+        img = read_image(self.image_path(i))
+        mask = read_mask(self.mask_dir / f"{i}.png", self.num_classes, IGNORE_INDEX)
+        if mask.shape != img.shape[:2]:
+            from salmask.errors import InputError
+            raise InputError(self.mask_dir / f"{i}.png", f"mask size {mask.shape} differs from the image's "
+                                                         f"{img.shape[:2]}")
+        img, (mask,) = T.random_scale(rng, img, [(mask, True)], *self.scale)
+        img, mask = T.random_flip(rng, [img, mask])
+        img, mask = T.random_crop(rng, self.crop, [(T.normalize(img), 0.0), (mask, IGNORE_INDEX)])
+        return torch.from_numpy(img.transpose(2, 0, 1).copy()), torch.from_numpy(mask.astype(np.int64))
+
+
+def build_model(cfg, num_classes: int, pretrained) -> torch.nn.Module:
+    return build_segmenter(cfg.arch, backbone=cfg.backbone, num_classes=num_classes, pretrained=pretrained,
+                           norm=cfg.norm)
+
+
+def train_seg(ids: list[str], image_path, mask_dir: Path, num_classes: int, cfg, *, device: torch.device,
+              out_dir: Path, amp: bool, num_workers: int, seed: int, tensorboard: bool = False) -> dict:
+    seed_everything(seed)
+    model = build_model(cfg, num_classes, cfg.pretrained).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    frozen_bn = cfg.arch == "deeplabv2" and bool(cfg.pretrained)
+    ds = SegDataset(ids, image_path, mask_dir, num_classes, cfg.crop, tuple(cfg.scale))
+    loader = make_loader(ds, cfg.batch_size, seed=seed, num_workers=num_workers)
+    optimizer = torch.optim.SGD(param_groups(model, cfg.lr), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    ddp = wrap_ddp(model, device)
+    multi_scale = cfg.arch == "deeplabv2"
+
+    def step(m, batch):
+        if frozen_bn:
+            freeze_batchnorm(model.backbone)  # SBE's v2 recipe keeps ImageNet BN statistics
+        x, y = (t.to(device, non_blocking=True) for t in batch)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        outs = msc_logits(m, x) if multi_scale else [m(x)]
+        loss = sum(F.cross_entropy(F.interpolate(o.float(), y.shape[-2:], mode="bilinear", align_corners=False),
+                                   y, ignore_index=IGNORE_INDEX) for o in outs)
+        return loss, {}
+
+    history = fit(ddp, loader, optimizer, total_steps=cfg.iterations, step_fn=step, device=device,
+                  out_dir=out_dir, desc="train_seg", amp=amp, checkpoint_every=cfg.checkpoint_every,
+                  tensorboard=tensorboard)
+    save_checkpoint(out_dir / "model.pt", model=model.state_dict(), arch=cfg.arch, backbone=cfg.backbone,
+                    num_classes=num_classes)
+    return {"steps": len(history), "final_loss": history[-1]["loss"] if history else None}
+
+
+def load_seg_model(path: Path, cfg, device: torch.device) -> torch.nn.Module:
+    ckpt = load_checkpoint(path)
+    model = build_segmenter(ckpt["arch"], backbone=ckpt["backbone"], num_classes=int(ckpt["num_classes"]),
+                            pretrained=False, norm=cfg.norm)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()

@@ -1,0 +1,66 @@
+"""Stages ``select`` (the Salient Object Selector on SBE's pseudo masks) and ``eval_select``.
+
+``select`` reads no ground truth: it writes ``select/masks/{id}.png`` and ``select/report.json``.
+``eval_select`` scores those masks (all images and the single-class subset) and, with ``select.sweep``,
+reproduces the shape of the seed's Table 3 (``eval_select/sweep.json``, ``sweep.png``).
+"""
+from __future__ import annotations
+
+from salmask.io import write_json
+from salmask.pipeline import Context, stage
+from salmask.refine.stage import score_masks
+from salmask.select.sos import SelectorConfig, format_report, resolve_classes, select_folder
+from salmask.stage_utils import eval_ids
+from salmask.utils import dist
+from salmask.utils.log import logger
+
+
+def selector_config(ctx: Context, meta) -> SelectorConfig:
+    s = ctx.cfg.select
+    salient = None
+    if s.salient_classes:
+        salient = resolve_classes(list(s.salient_classes), num_classes=meta.num_classes,
+                                  class_names=meta.classes, source="select.salient_classes")
+    return SelectorConfig(mode=s.mode, t0=s.t0, t1=s.t1, tau=s.tau, eta=s.eta, sal_thres=s.sal_thres,
+                          salient_classes=salient)
+
+
+@stage("select", sections=("select",), needs=("make_pseudo", "saliency"),
+       enabled=lambda cfg: cfg.select.enabled)
+def run_select(ctx: Context) -> dict:
+    """Replace (or fuse) single-class pseudo masks by the saliency map where they agree."""
+    images = ctx.split("pseudo_split")
+    meta = images.meta
+    report = {}
+    if dist.is_main():  # class salience is a dataset-wide statistic: one pass on rank 0
+        report = select_folder(ctx.dir("make_pseudo"), ctx.dir("saliency"), ctx.dir() / "masks",
+                               num_classes=meta.num_classes, config=selector_config(ctx, meta),
+                               labels={i: images.labels[i] for i in images.ids},
+                               soft_dir=ctx.dir("make_pseudo") / "scores", class_names=meta.classes,
+                               ids=images.ids, palette=meta.palette, overwrite=False, progress=True)
+        write_json(ctx.dir() / "report.json", report)
+        logger.info("select:\n%s", format_report(report))
+    dist.barrier()
+    return {"images": len(images.ids), "replaced": report.get("replaced"),
+            "single_class": report.get("single_class")}
+
+
+@stage("eval_select", sections=("select",), needs=("select",), enabled=lambda cfg: cfg.select.enabled)
+def run_eval_select(ctx: Context) -> dict:
+    """Selector masks scored on the evaluation split; the replacement-threshold sweep (Table 3)."""
+    from salmask.select.sweep import format_sweep_table, plot_sweep, sweep
+
+    images = ctx.split("pseudo_split")
+    ids = eval_ids(ctx)
+    metrics = score_masks(ctx, ctx.dir("select") / "masks", ids)
+    if ctx.cfg.select.sweep and dist.is_main():
+        s = ctx.cfg.select
+        cfg = selector_config(ctx, images.meta)
+        rows = sweep(ctx.dir("make_pseudo"), ctx.dir("saliency"), images.mask_path(ids[0]).parent,
+                     num_classes=images.meta.num_classes, t1=0.0, eta=s.eta, salient_classes=cfg.salient_classes,
+                     sal_thres=s.sal_thres, labels={i: images.labels[i] for i in ids},
+                     class_names=images.meta.classes, ids=ids)
+        write_json(ctx.dir() / "sweep.json", rows)
+        plot_sweep(rows, ctx.dir() / "sweep.png")
+        logger.info("select sweep (replacement threshold t0, t1=0):\n%s", format_sweep_table(rows))
+    return {"images": len(ids), "metrics": metrics}

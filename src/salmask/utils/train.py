@@ -1,0 +1,165 @@
+"""Shared training plumbing: seeding, DDP wrapping, poly schedule, atomic resumable checkpoints."""
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+
+from salmask.errors import InputError
+from salmask.io import write_bytes_atomic
+from salmask.utils import dist
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_loader(ds: Dataset, batch_size: int, *, seed: int, num_workers: int, shuffle: bool = True,
+                drop_last: bool = True) -> DataLoader:
+    """A loader with a DistributedSampler under torchrun (batch_size is per rank)."""
+    if dist.world_size() > 1:
+        sampler = DistributedSampler(ds, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    else:
+        g = torch.Generator().manual_seed(seed)
+        sampler = RandomSampler(ds, generator=g) if shuffle else None
+    g = torch.Generator().manual_seed(seed + dist.rank())
+    return DataLoader(ds, batch_size=min(batch_size, len(ds)), sampler=sampler, num_workers=num_workers,
+                      drop_last=drop_last and len(ds) >= batch_size, pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=_worker_init, generator=g, persistent_workers=num_workers > 0)
+
+
+def _worker_init(worker_id: int) -> None:
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    elif isinstance(loader.sampler, RandomSampler) and loader.sampler.generator is not None:
+        loader.sampler.generator.manual_seed(10_007 * epoch + 17)
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    if dist.world_size() <= 1:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def poly_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
+                   power: float = 0.9) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr = base_lr * (1 - step/total)^power, per parameter group (BES/IRNet's PolyOptimizer)."""
+    total = max(1, total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (1 - min(s, total - 1) / total) ** power)
+
+
+def save_checkpoint(path: Path, **state: Any) -> None:
+    """Rank 0 writes ``state`` (tensors, numbers, strings, lists, dicts) atomically; safe to weights_only-load."""
+    if not dist.is_main():
+        return
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(path, f"cannot load checkpoint ({e})") from None
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when enabled; a no-op context elsewhere."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *, total_steps: int,
+        step_fn, device: torch.device, out_dir: Path, desc: str, amp: bool = False,
+        checkpoint_every: int = 0, tensorboard: bool = False, extra_state: dict | None = None) -> list[dict]:
+    """Train for ``total_steps`` optimiser steps with a poly schedule, resumably.
+
+    ``step_fn(model, batch) -> (loss, {name: float})``. Every epoch end (and every ``checkpoint_every``
+    steps) rank 0 writes ``out_dir/last.pt`` atomically; a rerun finding it resumes at that step, replaying
+    the same sample order. The loss history goes to ``out_dir/history.json`` for the report.
+    """
+    from salmask.io import read_json, write_json
+    from salmask.utils.log import logger, progress_bar
+
+    scheduler = poly_scheduler(optimizer, total_steps)
+    ckpt_path, hist_path = out_dir / "last.pt", out_dir / "history.json"
+    step, history = 0, []
+    if ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        history = read_json(hist_path) if hist_path.is_file() else []
+        history = [h for h in history if h["step"] <= step]
+        logger.info("%s: resuming at step %d/%d from %s", desc, step, total_steps, ckpt_path)
+    writer = None
+    if tensorboard and dist.is_main():
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, model=unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), step=step, **(extra_state or {}))
+        if dist.is_main():
+            write_json(hist_path, history)
+
+    steps_per_epoch = max(1, len(loader))
+    bar = progress_bar(desc, total=total_steps, initial=step, unit="step")
+    model.train()
+    while step < total_steps:
+        epoch, skip = divmod(step, steps_per_epoch)
+        set_epoch(loader, epoch)
+        for i, batch in enumerate(loader):
+            if i < skip:
+                continue
+            with autocast(device, amp):
+                loss, parts = step_fn(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            rec = {"step": step, "epoch": epoch, "loss": float(loss.detach()), **parts,
+                   "lr": optimizer.param_groups[0]["lr"]}
+            history.append(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", refresh=False)
+            if writer is not None:
+                for k, v in rec.items():
+                    if k not in ("step", "epoch"):
+                        writer.add_scalar(f"{desc}/{k}", v, step)
+            if checkpoint_every and step % checkpoint_every == 0:
+                checkpoint()
+            if step >= total_steps:
+                break
+        logger.info("%s: epoch %d done, step %d/%d, loss %.4f", desc, epoch, step, total_steps,
+                    np.mean([h["loss"] for h in history if h["epoch"] == epoch] or [float("nan")]))
+        checkpoint()
+    bar.close()
+    if writer is not None:
+        writer.close()
+    return history

@@ -1,0 +1,180 @@
+"""DeepLab-v2 / v3+ construction and shapes, parameter groups, multi-scale inference, VOC test export."""
+from __future__ import annotations
+
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from salmask.data.meta import voc_palette
+from salmask.errors import ConfigError, InputError
+from salmask.io import write_png
+from salmask.models.backbones import freeze_batchnorm
+from salmask.models.deeplab import (DeepLabV2, DeepLabV3Plus, build_segmenter, msc_logits,
+                                    param_groups)
+from salmask.seg.inference import (VOC_TEST_DIR, export_voc_test, predict_batch, predict_logits,
+                                   predict_probs)
+
+torch.set_num_threads(1)
+K = 5
+
+
+@pytest.fixture(scope="module")
+def v3() -> nn.Module:
+    torch.manual_seed(0)
+    return build_segmenter("deeplabv3plus", backbone="resnet18", num_classes=K).eval()
+
+
+@pytest.mark.parametrize("arch, backbone, stride, expect", [
+    ("deeplabv2", "resnet18", None, (9, 11)),        # stride 8
+    ("deeplabv2", "resnet50", 16, (5, 6)),
+    ("deeplabv3plus", "resnet18", None, (17, 21)),   # stride 4 whatever the output stride
+    ("deeplabv3plus", "resnet50", 8, (17, 21)),
+])
+def test_output_shapes_odd_input(arch, backbone, stride, expect):
+    model = build_segmenter(arch, backbone=backbone, num_classes=K, output_stride=stride).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 65, 81))
+    assert out.shape == (2, K, *expect)
+    assert torch.isfinite(out).all()
+
+
+def test_registry_and_bad_config():
+    assert isinstance(build_segmenter("deeplabv2", backbone="resnet18", num_classes=3), DeepLabV2)
+    with pytest.raises(ConfigError, match="deeplabv2, deeplabv3plus"):
+        build_segmenter("pspnet", backbone="resnet18", num_classes=3)
+    with pytest.raises(ConfigError, match="only available for deeplabv3plus"):
+        build_segmenter("deeplabv2", backbone="resnet18", num_classes=3, norm="gn")
+    with pytest.raises(ConfigError, match="norm"):
+        build_segmenter("deeplabv3plus", backbone="resnet18", num_classes=3, norm="ln")
+    with pytest.raises(ConfigError, match="output_stride"):
+        build_segmenter("deeplabv3plus", backbone="resnet18", num_classes=3, output_stride=32)
+
+
+def test_v2_head_is_sum_of_four_dilated_branches():
+    model = DeepLabV2("resnet18", num_classes=K)
+    assert [b.dilation[0] for b in model.head.branches] == [6, 12, 18, 24]
+    feats = torch.randn(1, 512, 7, 9)
+    expect = sum(b(feats) for b in model.head.branches)
+    assert torch.allclose(model.head(feats), expect)
+
+
+def test_large_backbones_construct():
+    for name in ("resnet101", "resnest101"):
+        model = DeepLabV3Plus(name, num_classes=21).eval()
+        with torch.no_grad():
+            assert model(torch.randn(1, 3, 33, 33)).shape == (1, 21, 9, 9)
+
+
+def test_groupnorm_head_has_no_batchnorm():
+    model = build_segmenter("deeplabv3plus", backbone="resnet18", num_classes=K, norm="gn")
+    head = [model.aspp, model.low_proj, model.decoder, model.classifier]
+    mods = [m for h in head for m in h.modules()]
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in mods)
+    assert sum(isinstance(m, nn.GroupNorm) for m in mods) == 9  # 5 ASPP branches, project, low, 2 dec
+    model.train()
+    model(torch.randn(1, 3, 64, 64)).sum().backward()  # batch 1 would fail BN on the pooled branch
+    bn = build_segmenter("deeplabv3plus", backbone="resnet18", num_classes=K)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in bn.aspp.modules())
+
+
+@pytest.mark.parametrize("arch", ["deeplabv2", "deeplabv3plus"])
+def test_param_groups_cover_trainable_once(arch):
+    model = build_segmenter(arch, backbone="resnet18", num_classes=K)
+    freeze_batchnorm(model.backbone)
+    groups = param_groups(model, 2.5e-4)
+    ids = [id(p) for g in groups for p in g["params"]]
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert len(ids) == len(set(ids)) and set(ids) == trainable
+    assert len(trainable) < len(list(model.parameters()))
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["head"]["lr"] == pytest.approx(2.5e-3) and by_name["backbone"]["lr"] == 2.5e-4
+    head_ids = {id(p) for p in by_name["head"]["params"]}
+    assert not head_ids & {id(p) for p in model.backbone.parameters()}
+    torch.optim.SGD(groups, lr=2.5e-4, momentum=0.9)
+
+
+def test_msc_logits():
+    model = DeepLabV2("resnet18", num_classes=K).eval()
+    with torch.no_grad():
+        outs = msc_logits(model, torch.randn(1, 3, 64, 64))
+    assert [tuple(o.shape[-2:]) for o in outs] == [(8, 8), (4, 4), (6, 6), (8, 8)]
+    assert torch.all(outs[-1] >= outs[0])
+
+
+def test_probabilities_sum_to_one_at_input_size(v3):
+    img = torch.randn(3, 37, 50)
+    probs = predict_probs(v3, img, scales=(0.5, 1.0, 1.5))
+    assert probs.shape == (K, 37, 50) and probs.dtype == torch.float32
+    assert torch.allclose(probs.sum(0), torch.ones(37, 50), atol=1e-5)
+    assert torch.equal(probs, predict_logits(v3, img, scales=(0.5, 1.0, 1.5)))
+
+
+def test_single_scale_no_flip_is_plain_softmax(v3):
+    img = torch.randn(3, 40, 44)
+    with torch.no_grad():
+        ref = F.interpolate(v3(img[None]), size=(40, 44), mode="bilinear", align_corners=False)
+    assert torch.allclose(predict_probs(v3, img, scales=(1.0,), flip=False), ref.softmax(1)[0], atol=1e-6)
+
+
+def test_flip_averaging_makes_prediction_flip_equivariant(v3):
+    img = torch.randn(3, 33, 41)
+    a = predict_probs(v3, img, scales=(0.75, 1.0))
+    b = predict_probs(v3, img.flip(-1), scales=(0.75, 1.0))
+    assert torch.allclose(b, a.flip(-1), atol=1e-5)
+    no_flip = predict_probs(v3, img, scales=(0.75, 1.0), flip=False)
+    assert not torch.allclose(no_flip, a, atol=1e-3)
+
+
+def test_predict_batch_matches_single(v3):
+    imgs = [torch.randn(3, 30, 34), torch.randn(3, 25, 29), torch.randn(3, 30, 34)]
+    batch = predict_batch(v3, imgs, scales=(0.5, 1.0))
+    for img, probs in zip(imgs, batch):
+        assert torch.allclose(probs, predict_probs(v3, img, scales=(0.5, 1.0)), atol=1e-5)
+
+
+def test_predict_rejects_bad_input(v3):
+    with pytest.raises(ValueError, match="3, H, W"):
+        predict_probs(v3, torch.randn(1, 20, 20))
+    with pytest.raises(ValueError, match="NaN"):
+        predict_probs(v3, torch.full((3, 20, 20), float("nan")))
+    with pytest.raises(ValueError, match="scales"):
+        predict_probs(v3, torch.randn(3, 20, 20), scales=())
+    v3.train()
+    try:
+        with pytest.raises(ValueError, match="eval"):
+            predict_probs(v3, torch.randn(3, 20, 20))
+    finally:
+        v3.eval()
+
+
+@pytest.mark.parametrize("name", ["results.tar", "results.tgz"])
+def test_export_voc_test_layout(tmp_path, name):
+    pred = tmp_path / "pred"
+    ids = ["2008_000001", "2008_000002"]
+    for n, i in enumerate(ids):
+        write_png(pred / f"{i}.png", np.full((4, 6), n + 1, np.uint8), palette=voc_palette())
+    out = export_voc_test(pred, tmp_path / "out" / name, ids)
+    with tarfile.open(out) as tar:
+        assert tar.getnames() == [f"{VOC_TEST_DIR}/{i}.png" for i in ids]
+        assert VOC_TEST_DIR == "results/VOC2012/Segmentation/comp6_test_cls"
+        data = tar.extractfile(tar.getmember(f"{VOC_TEST_DIR}/{ids[1]}.png")).read()
+    assert data == (pred / f"{ids[1]}.png").read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == [name]
+
+
+def test_export_voc_test_refuses_bad_predictions(tmp_path):
+    pred = tmp_path / "pred"
+    write_png(pred / "a.png", np.zeros((4, 4), np.uint8))
+    write_png(pred / "b.png", np.full((4, 4), 255, np.uint8))
+    out = tmp_path / "out" / "r.tar"
+    with pytest.raises(InputError, match="c.png"):
+        export_voc_test(pred, out, ["a", "c"])
+    with pytest.raises(InputError, match="value 255"):
+        export_voc_test(pred, out, ["a", "b"])
+    with pytest.raises(ValueError, match="duplicate"):
+        export_voc_test(pred, out, ["a", "a"])
+    assert not out.parent.exists() or not any(out.parent.iterdir())
