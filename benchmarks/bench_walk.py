@@ -4,15 +4,14 @@
 
 Both run in this process for timing, on the same inputs (C = 3 channels, β = 5, exp_times = 8,
 radius 5). Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above what was allocated
-before the call; on CPU the growth of the resident set (ru_maxrss after the call minus the RSS
-just before it) in a fresh subprocess per method, so neither run's allocations hide the other's.
+before the call; on CPU the growth of the resident set (peak RSS during the call minus the RSS
+just before it, Linux /proc) in a fresh subprocess per method, so neither run hides the other.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -62,9 +61,10 @@ def _cuda_peak_bytes(fn, *args, device: str) -> int:
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024  # kB
 
 
 def _peak_rss_child(name: str, h: int, w: int, channels: int) -> None:
@@ -72,10 +72,13 @@ def _peak_rss_child(name: str, h: int, w: int, channels: int) -> None:
     fn = _method(name)
     fn(*_inputs(4, 5, channels, "cpu"))  # load the kernels' code before measuring
     cams, boundary = _inputs(h, w, channels, "cpu")
-    before = _rss_bytes()
+    # VmHWM, not ru_maxrss: Linux carries the parent's peak into ru_maxrss across exec.
+    # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    before = _status_bytes("VmRSS")
     fn(cams, boundary)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(json.dumps({"peak_bytes": peak - before}))
+    print(json.dumps({"peak_bytes": _status_bytes("VmHWM") - before}))
 
 
 def _cpu_peak_bytes(name: str, h: int, w: int, channels: int) -> int:
@@ -116,7 +119,7 @@ def run(
     memory_method = (
         "torch.cuda.max_memory_allocated above the allocation before the call"
         if device.startswith("cuda")
-        else "ru_maxrss after minus RSS before, one fresh subprocess per method"
+        else "peak resident set (VmHWM) minus RSS before the call, one fresh subprocess per method"
     )
     propagate(*_inputs(4, 5, channels, device))  # warm-up: library loading, CUDA context
     dense_propagate(*_inputs(4, 5, channels, device))
@@ -128,7 +131,8 @@ def run(
         row = {
             "h": h, "w": w, "pixels": pixels, "channels": channels, "device": device,
             "fast_operator_bytes": sum(
-                t.numel() * t.element_size() for t in (operator.crow_indices(), operator.col_indices(), operator.values())
+                t.numel() * t.element_size()
+                for t in (operator.crow_indices(), operator.col_indices(), operator.values())
             ),
             "dense_matrix_bytes": pixels**2 * 4,
             "memory_method": memory_method,

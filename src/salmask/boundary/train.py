@@ -46,7 +46,7 @@ def build_boundary_net(cfg, cam_checkpoint: Path | None) -> BoundaryNet:
     """ImageNet-initialised (``init=pretrained``) or from the trained CAM classifier (``init=cam``)."""
     if cfg.init == "cam":
         ckpt = load_checkpoint(cam_checkpoint)
-        net = BoundaryNet(ckpt.get("backbone", cfg.backbone), pretrained=False)
+        net = BoundaryNet(ckpt.get("backbone", cfg.backbone), pretrained=False, freeze_backbone=False)
         net.load_backbone(ckpt["model"])
         return net
     return BoundaryNet(cfg.backbone, pretrained=cfg.pretrained)
@@ -59,8 +59,10 @@ def train_boundary(ids: list[str], image_path, label_dir: Path, saliency_dir: Pa
     net = build_boundary_net(cfg, cam_checkpoint).to(device)
     ds = BoundaryDataset(ids, image_path, label_dir, saliency_dir, cfg.crop, tuple(cfg.scale))
     loader = make_loader(ds, cfg.batch_size, seed=seed, num_workers=num_workers)
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    head = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+    backbone = [p for p in net.backbone.parameters() if p.requires_grad]
+    groups = [{"params": head, "lr": cfg.lr}] + ([{"params": backbone, "lr": cfg.lr / 10}] if backbone else [])
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     ddp = wrap_ddp(net, device)
     mode = cfg.loss
 
@@ -72,7 +74,8 @@ def train_boundary(ids: list[str], image_path, label_dir: Path, saliency_dir: Pa
 
     history = fit(ddp, loader, optimizer, total_steps=cfg.epochs * max(1, len(loader)), step_fn=step,
                   device=device, out_dir=out_dir, desc="train_boundary", amp=amp, tensorboard=tensorboard)
-    save_checkpoint(out_dir / "model.pt", model=net.state_dict(), backbone=_backbone_name(cfg, cam_checkpoint))
+    save_checkpoint(out_dir / "model.pt", model=net.state_dict(), backbone=_backbone_name(cfg, cam_checkpoint),
+                    freeze_backbone=net.freeze_backbone)
     return {"steps": len(history), "final_loss": history[-1]["loss"] if history else None}
 
 
@@ -82,6 +85,6 @@ def _backbone_name(cfg, cam_checkpoint: Path) -> str:
 
 def load_boundary_net(path: Path, device: torch.device) -> BoundaryNet:
     ckpt = load_checkpoint(path)
-    net = BoundaryNet(ckpt["backbone"], pretrained=False)
+    net = BoundaryNet(ckpt["backbone"], pretrained=False, freeze_backbone=bool(ckpt.get("freeze_backbone", True)))
     net.load_state_dict(ckpt["model"])
     return net.to(device).eval()

@@ -15,23 +15,26 @@ def _branch(cin: int) -> nn.Sequential:
 class BoundaryNet(nn.Module):
     """``forward(x [B,3,H,W]) -> logits [B,1,ceil(H/4),ceil(W/4)]``.
 
-    The backbone (ImageNet weights, or the trained CAM classifier's) is frozen, as in the reference: only
-    the five 1x1 branches (to 32 channels, GroupNorm(4), ReLU, upsampled to stride 4) and the fusing 1x1
-    convolution train.
+    With ImageNet weights the backbone is frozen, as in the reference: only the five 1x1 branches (to 32
+    channels, GroupNorm(4), ReLU, upsampled to stride 4) and the fusing 1x1 convolution train. Initialised
+    from a CAM classifier trained from scratch (``freeze_backbone=False``) it is fine-tuned too, since
+    such features were never taught anything about edges.
     """
 
-    def __init__(self, backbone: str = "resnet50", pretrained: bool | str = False):
+    def __init__(self, backbone: str = "resnet50", pretrained: bool | str = False, freeze_backbone: bool = True):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained=pretrained, output_stride=16)
+        self.freeze_backbone = freeze_backbone
         for p in self.backbone.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(not freeze_backbone)
         chans = self.backbone.feature_info.channels()
         self.branches = nn.ModuleList(_branch(c) for c in chans)
         self.fuse = nn.Conv2d(32 * len(chans), 1, 1, bias=True)
 
     def train(self, mode: bool = True) -> "BoundaryNet":
         super().train(mode)
-        freeze_batchnorm(self.backbone)
+        if self.freeze_backbone:
+            freeze_batchnorm(self.backbone)
         return self
 
     def load_backbone(self, state: dict[str, torch.Tensor]) -> None:
@@ -45,10 +48,10 @@ class BoundaryNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h4, w4 = -(-x.shape[2] // 4), -(-x.shape[3] // 4)
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             feats = self.backbone(x)
         feats[0] = F.max_pool2d(feats[0], 3, 2, 1)  # the stem at stride 2 -> IRNet's stage 1 (after maxpool)
-        outs = [F.interpolate(b(f.detach()), (h4, w4), mode="bilinear", align_corners=False)
+        outs = [F.interpolate(b(f), (h4, w4), mode="bilinear", align_corners=False)
                 for b, f in zip(self.branches, feats)]
         return self.fuse(torch.cat(outs, 1))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from salmask.errors import ConfigError, InputError
 from salmask.io import read_gray, read_image, write_gray
@@ -35,7 +36,7 @@ def build_rgbsod(ctx: Context, pretrained: bool | str):
 
     s = ctx.cfg.sod
     return RGBSOD(s.encoder, pretrained=pretrained, img_size=s.img_size,
-                  encoder_kwargs=dict(s.encoder_kwargs), decoder_channels=s.decoder_channels)
+                  encoder_kwargs=OmegaConf.to_container(s.encoder_kwargs), decoder_channels=s.decoder_channels)
 
 
 def load_rgbsod(ctx: Context):
