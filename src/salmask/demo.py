@@ -24,7 +24,7 @@ QUICK = (
 
 # name -> (overrides, upstream stages reused from the main run)
 ABLATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "bes": (("boundary.use_saliency=false", "boundary.loss=bes"), ("saliency",)),
+    "bes": (("boundary_labels.use_saliency=false", "boundary.loss=bes"), ("saliency",)),
     "sbe_labels_bes_loss": (("boundary.loss=bes",), ("saliency",)),
     "sbe_classic_saliency": (("saliency.source=classic",), ()),
 }

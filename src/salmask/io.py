@@ -20,6 +20,8 @@ from salmask.errors import InputError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 MAX_IMAGE_PIXELS = 64_000_000
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
@@ -98,6 +100,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; artefacts get the usual file mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from salmask.config import section_hash, to_yaml
 from salmask.errors import ConfigError
@@ -94,7 +94,7 @@ class Context:
 
 
 def stage_hash(ctx: Context, st: Stage) -> str:
-    parts = [ctx.cfg.get(s) if s in ctx.cfg else ctx.cfg.dataset.get(s) for s in st.sections]
+    parts = [OmegaConf.select(ctx.cfg, s) for s in st.sections]
     return section_hash(st.name, ctx.cfg.dataset, ctx.cfg.seed, *parts,
                         *[ctx.hashes.get(n, "") for n in st.needs])
 
@@ -110,17 +110,17 @@ def is_complete(ctx: Context, name: str, h: str) -> bool:
 
 
 def prepare_stage_dir(ctx: Context, name: str, h: str) -> None:
-    """Keep per-image leftovers of an interrupted run with the same hash; clear those of another."""
+    """Keep per-image leftovers of an interrupted run with the same hash; clear those of another.
+
+    Only rank 0 looks at the folder: ranks deciding on their own could see it mid-creation and then
+    disagree on the number of barriers, which deadlocks the next collective.
+    """
     d = ctx.dir(name)
     marker = d / PROGRESS
-    if d.exists():
-        same = marker.is_file() and _safe_hash(marker) == h
-        if not same:
-            if dist.is_main():
-                logger.info("%s: clearing outputs of a previous run with other settings", name)
-                shutil.rmtree(d)
-            dist.barrier()
     if dist.is_main():
+        if d.exists() and _safe_hash(marker) != h:
+            logger.info("%s: clearing outputs of a previous run with other settings", name)
+            shutil.rmtree(d)
         d.mkdir(parents=True, exist_ok=True)
         write_json(marker, {"hash": h, "started": time.time()})
     dist.barrier()
@@ -131,6 +131,22 @@ def _safe_hash(path: Path) -> str | None:
         return read_json(path).get("hash")
     except Exception:
         return None
+
+
+PATH_KEYS = ("work_dir", "dataset.root", "dataset.labels", "dataset.images", "dataset.masks", "saliency.dir",
+             "sod.data_root", "sod.test_root")
+
+
+def absolute_paths(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` whose path settings are absolute, so the saved config works from anywhere."""
+    from omegaconf import OmegaConf
+
+    cfg = cfg.copy()
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if value:
+            OmegaConf.update(cfg, key, str(Path(str(value)).expanduser().resolve()))
+    return cfg
 
 
 def resolve_stages(cfg: DictConfig, only: Iterable[str] | None) -> list[Stage]:
@@ -149,6 +165,7 @@ def run_pipeline(cfg: DictConfig, *, stages: Iterable[str] | None = None, force:
     from salmask.utils.log import setup_logging
 
     work_dir = Path(cfg.work_dir).expanduser().resolve()
+    cfg = absolute_paths(cfg)
     ctx = Context(cfg, work_dir)
     dist.init_distributed(ctx.device)
     setup_logging(work_dir)

@@ -16,13 +16,13 @@ from salmask.utils.log import logger, progress_bar
 
 
 def _saliency_dir(ctx: Context):
-    return ctx.dir("saliency") if ctx.cfg.boundary.use_saliency or ctx.cfg.boundary.loss == "sbe" else None
+    return ctx.dir("saliency") if ctx.cfg.boundary.loss == "sbe" else None
 
 
-@stage("make_boundary_labels", sections=("boundary",), needs=("make_cam", "saliency"))
+@stage("make_boundary_labels", sections=("boundary_labels",), needs=("make_cam", "saliency"))
 def run_make_boundary_labels(ctx: Context) -> dict:
     """Boundary labels (BES codes) from CAMs and, for SBE, saliency maps; PNG per image."""
-    b = ctx.cfg.boundary
+    b = ctx.cfg.boundary_labels
     images = ctx.split("pseudo_split")
     out = ctx.dir()
     use_crf = crf_enabled(b.crf)

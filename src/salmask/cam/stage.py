@@ -22,7 +22,7 @@ def run_train_cam(ctx: Context) -> dict:
                      num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, tensorboard=ctx.cfg.tensorboard)
 
 
-@stage("make_cam", sections=("cam",), needs=("train_cam",))
+@stage("make_cam", sections=("cam.scales",), needs=("train_cam",))
 def run_make_cam(ctx: Context) -> dict:
     """Multi-scale flip-averaged CAMs of the pseudo-mask split, stride 4 and full size, per image .npz."""
     images = ctx.split("pseudo_split")
@@ -47,7 +47,7 @@ def run_make_cam(ctx: Context) -> dict:
     return {"images": len(images.ids)}
 
 
-@stage("eval_cam", sections=("cam",), needs=("make_cam",))
+@stage("eval_cam", sections=("cam.eval_thresholds", "cam.bg_threshold"), needs=("make_cam",))
 def run_eval_cam(ctx: Context) -> dict:
     """CAM mIoU on the evaluation split for a sweep of background thresholds."""
     images = ctx.split("pseudo_split")

@@ -1,0 +1,128 @@
+"""CAM inference: batched multi-scale + flip (``cams_for_batch``) against IRNet's per-image loop.
+
+    PYTHONPATH=src python -m benchmarks.bench_cam [--quick] [--device cuda]
+
+Ours stacks every same-size image with its mirror and runs one forward per scale; the reference
+(:func:`salmask.cam.infer.cams_one_by_one`, IRNet's ``make_cam``) runs one image (and its mirror)
+per forward, one scale at a time. Both get the same random-weight CAMNet, the same random
+500×375 images and two positive classes each, in fp32; the agreement is the largest difference of
+the stored float16 maps (``cam`` and ``high_res``, normalised to [0, 1]).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from salmask.bench import (VOC_SIZE, cuda_peak_bytes, format_table, median_seconds, rss_growth,
+                           subprocess_peak_bytes, timed_row)
+from salmask.cam.infer import cams_for_batch, cams_one_by_one
+from salmask.models.cam_net import CAMNet
+
+IRNET_SCALES = (1.0, 0.5, 1.5, 2.0)
+NUM_CLASSES = 20
+
+
+@dataclass(frozen=True)
+class Setting:
+    backbone: str
+    images: int
+    scales: tuple[float, ...]
+    repeats: int
+
+
+def setting(quick: bool, device: str) -> Setting:
+    """Quick: ResNet-18 at two scales. Full: ResNet-50 at IRNet's four scales on CUDA; on a CPU a
+    full pass of four scales takes ~20 s per image, so three scales and two images there."""
+    cuda = device.startswith("cuda")
+    if quick:
+        return Setting("resnet18", 8 if cuda else 2, (1.0, 0.5), 3)
+    if cuda:
+        return Setting("resnet50", 16, IRNET_SCALES, 5)
+    return Setting("resnet50", 2, IRNET_SCALES[:3], 2)
+
+
+def make_model(backbone: str, seed: int = 0) -> CAMNet:
+    """A random-weight CAMNet in eval mode, the same for the same seed in any process."""
+    torch.manual_seed(seed)
+    return CAMNet(NUM_CLASSES, backbone, pretrained=False).eval()
+
+
+def make_images(images: int, size: tuple[int, int] = VOC_SIZE,
+                seed: int = 0) -> tuple[list[np.ndarray], list[list[int]]]:
+    """``images`` random uint8 images [H,W,3] and two distinct class ids (1..20) for each."""
+    rng = np.random.default_rng(seed)
+    arrays = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(images)]
+    labels = [sorted(rng.choice(np.arange(1, NUM_CLASSES + 1), 2, replace=False).tolist()) for _ in range(images)]
+    return arrays, labels
+
+
+def _methods(model: CAMNet, arrays: list[np.ndarray], labels: list[list[int]], scales: tuple[float, ...],
+             device: torch.device):
+    def ours() -> list[dict[str, np.ndarray]]:
+        return cams_for_batch(model, arrays, labels, scales, device, amp=False)
+
+    def ref() -> list[dict[str, np.ndarray]]:
+        return [cams_one_by_one(model, a, k, scales, device) for a, k in zip(arrays, labels)]
+
+    return {"ours": ours, "ref": ref}
+
+
+def peak_child(method: str, backbone: str, images: int, height: int, width: int, scales: list[float]) -> int:
+    """In a fresh process: resident-set growth of one call of ``method`` (``ours``/``ref``) on CPU."""
+    cpu = torch.device("cpu")
+    model = make_model(backbone)
+    _methods(model, *make_images(1, (64, 48)), tuple(scales), cpu)[method]()  # load the code paths
+    return rss_growth(_methods(model, *make_images(images, (height, width)), tuple(scales), cpu)[method])
+
+
+def max_abs_diff(ours: list[dict[str, np.ndarray]], ref: list[dict[str, np.ndarray]]) -> float:
+    """Largest |ours − ref| over every image's ``cam`` and ``high_res`` (keys must match)."""
+    worst = 0.0
+    for a, b in zip(ours, ref, strict=True):
+        if not np.array_equal(a["keys"], b["keys"]):
+            raise AssertionError(f"keys differ: {a['keys']} vs {b['keys']}")
+        for name in ("cam", "high_res"):
+            worst = max(worst, float(np.abs(a[name].astype(np.float32) - b[name].astype(np.float32)).max()))
+    return worst
+
+
+def run(quick: bool = False, device: str = "cpu", *, size: tuple[int, int] = VOC_SIZE,
+        override: Setting | None = None, measure_memory: bool = True) -> list[dict]:
+    """Time, measure and compare ours against the reference; one row. ``override`` replaces the
+    quick/full setting (tests use tiny ones); ``measure_memory=False`` leaves the peaks out (None)."""
+    s = override or setting(quick, device)
+    dev = torch.device(device)
+    model = make_model(s.backbone).to(dev)
+    methods = _methods(model, *make_images(s.images, size), s.scales, dev)
+    if dev.type == "cuda":
+        for fn in methods.values():
+            fn()
+    else:  # loading code paths is enough on a CPU; a full-size warm-up would double the run time
+        for fn in _methods(model, *make_images(2, (64, 48)), s.scales, dev).values():
+            fn()
+    seconds, results = median_seconds(methods, device, s.repeats)
+    diff = max_abs_diff(results["ours"], results["ref"])
+    if not measure_memory:
+        peaks = {name: None for name in methods}
+    elif dev.type == "cuda":
+        peaks = {name: cuda_peak_bytes(fn, device) for name, fn in methods.items()}
+    else:
+        peaks = {name: subprocess_peak_bytes("benchmarks.bench_cam:peak_child", method=name, backbone=s.backbone,
+                                             images=s.images, height=size[0], width=size[1], scales=list(s.scales))
+                 for name in methods}
+    case = f"{s.backbone}, {s.images}x{size[1]}x{size[0]}, scales {','.join(map(str, s.scales))} + flip"
+    return [timed_row("cam", case, device, s.images, seconds, peaks, diff, "max |diff| of [0,1] maps",
+                      ours="same-size images + flips batched per scale (cam.infer.cams_for_batch)",
+                      reference="one image + flip per forward, per scale (cam.infer.cams_one_by_one, IRNet)",
+                      backbone=s.backbone, scales=list(s.scales), repeats=s.repeats, height=size[0], width=size[1])]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="ResNet-18, two scales")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    print(format_table(run(quick=args.quick, device=args.device)))

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create (or reuse) a virtual environment with salmask installed editable, and print its path.
+# The environment is cached outside the clone, keyed by the dependency list in pyproject.toml, so a
+# rerun with unchanged dependencies only re-links the package. Works from nothing on a fresh machine.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${PYTHON:-python3}"
+key="$( (cat "$repo/pyproject.toml"; "$python" --version 2>&1) | sha256sum | cut -c1-12)"
+venv="${SALMASK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/salmask/venv-$key}"
+if [ ! -f "$venv/.complete" ]; then
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  "$python" -m venv "$venv" >&2
+  "$venv/bin/python" -m pip install -q --upgrade pip >&2
+  # the dense-CRF extra compiles on some machines; salmask logs and falls back when it is absent
+  "$venv/bin/python" -m pip install -q -e "$repo[test,crf]" >&2 \
+    || "$venv/bin/python" -m pip install -q -e "$repo[test]" >&2
+  touch "$venv/.complete"
+else
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$repo" >&2 2>/dev/null \
+    || "$venv/bin/python" -m pip install -q --no-deps -e "$repo" >&2
+fi
+echo "$venv"
