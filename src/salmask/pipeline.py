@@ -35,20 +35,25 @@ class Stage:
     name: str
     run: Callable[["Context"], dict]
     sections: tuple[str, ...]
-    needs: tuple[str, ...] = ()
+    needs: tuple[str, ...] | Callable[[DictConfig], tuple[str, ...]] = ()
     enabled: Callable[[DictConfig], bool] = lambda cfg: True
     doc: str = ""
+
+    def requires(self, cfg: DictConfig) -> tuple[str, ...]:
+        """Upstream stages (``needs`` may depend on the config, e.g. the segmentation mask source)."""
+        return self.needs(cfg) if callable(self.needs) else self.needs
 
 
 STAGES: dict[str, Stage] = {}
 
 
-def stage(name: str, *, sections: Iterable[str], needs: Iterable[str] = (),
-          enabled: Callable[[DictConfig], bool] = lambda cfg: True) -> Callable:
+def stage(name: str, *, sections: Iterable[str],
+          needs: Iterable[str] | Callable[[DictConfig], tuple[str, ...]] = (), enabled: Callable[[DictConfig], bool] = lambda cfg: True) -> Callable:
     """Decorator registering ``fn(ctx) -> dict`` as a stage; registration order is pipeline order."""
 
     def wrap(fn: Callable[["Context"], dict]) -> Callable[["Context"], dict]:
-        STAGES[name] = Stage(name, fn, tuple(sections), tuple(needs), enabled, (fn.__doc__ or "").strip())
+        deps = needs if callable(needs) else tuple(needs)
+        STAGES[name] = Stage(name, fn, tuple(sections), deps, enabled, (fn.__doc__ or "").strip())
         return fn
 
     return wrap
@@ -96,7 +101,7 @@ class Context:
 def stage_hash(ctx: Context, st: Stage) -> str:
     parts = [OmegaConf.select(ctx.cfg, s) for s in st.sections]
     return section_hash(st.name, ctx.cfg.dataset, ctx.cfg.seed, *parts,
-                        *[ctx.hashes.get(n, "") for n in st.needs])
+                        *[ctx.hashes.get(n, "") for n in st.requires(ctx.cfg)])
 
 
 def is_complete(ctx: Context, name: str, h: str) -> bool:
@@ -121,6 +126,8 @@ def prepare_stage_dir(ctx: Context, name: str, h: str) -> None:
         if d.exists() and _safe_hash(marker) != h:
             logger.info("%s: clearing outputs of a previous run with other settings", name)
             shutil.rmtree(d)
+        for tmp in d.rglob(".*.tmp"):  # partial writes of a killed run, never trusted
+            tmp.unlink()
         d.mkdir(parents=True, exist_ok=True)
         write_json(marker, {"hash": h, "started": time.time()})
     dist.barrier()
@@ -180,7 +187,7 @@ def run_pipeline(cfg: DictConfig, *, stages: Iterable[str] | None = None, force:
         ctx.hashes[st.name] = h
         if st not in selected:
             continue
-        missing = [n for n in st.needs if STAGES[n].enabled(cfg) and not is_complete(ctx, n, ctx.hashes[n])]
+        missing = [n for n in st.requires(cfg) if STAGES[n].enabled(cfg) and not is_complete(ctx, n, ctx.hashes[n])]
         if missing:
             raise ConfigError(f"stage {st.name} needs {', '.join(missing)} to be complete first "
                               f"(run them, or drop --stages)")

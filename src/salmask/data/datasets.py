@@ -217,7 +217,14 @@ def synthetic_meta(root: Path) -> DatasetMeta:
 
 
 def build_split(cfg: DictConfig, split: str, work_dir: Path, need_labels: bool = True) -> ImageSet:
-    """The split ``split`` of the dataset described by ``cfg.dataset``."""
+    """The split ``split`` of the dataset described by ``cfg.dataset`` (first ``max_images`` ids if set)."""
+    images = _build_split(cfg, split, work_dir, need_labels)
+    if cfg.dataset.max_images:
+        images.ids = images.ids[:cfg.dataset.max_images]
+    return images
+
+
+def _build_split(cfg: DictConfig, split: str, work_dir: Path, need_labels: bool) -> ImageSet:
     d = cfg.dataset
     cache = work_dir / "labels" / f"{d.kind}_{split}.json"
     if d.kind == "voc":

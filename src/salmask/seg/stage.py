@@ -31,10 +31,10 @@ def mask_source(ctx: Context) -> Path:
 
 
 def _needs(cfg) -> tuple[str, ...]:
-    return ("select",) if cfg.seg.source == "select" else ("make_pseudo",)
+    return {"select": ("select",), "pseudo": ("make_pseudo",)}.get(cfg.seg.source, ())
 
 
-@stage("train_seg", sections=("seg",), needs=("select", "make_pseudo"))
+@stage("train_seg", sections=("seg",), needs=_needs)
 def run_train_seg(ctx: Context) -> dict:
     """Train DeepLab on the pseudo masks (of the Selector by default)."""
     train = ctx.split("train_split", need_labels=False)

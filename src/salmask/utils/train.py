@@ -85,6 +85,18 @@ def load_checkpoint(path: Path) -> dict:
         raise InputError(path, f"cannot load checkpoint ({e})") from None
 
 
+def _rng_state(loader: DataLoader) -> list[torch.Tensor]:
+    """The random state an epoch's augmentations draw from: the global torch RNG (main-process loading)
+    and the loader's generator (worker seeds)."""
+    return [torch.get_rng_state()] + ([loader.generator.get_state()] if loader.generator is not None else [])
+
+
+def _set_rng_state(loader: DataLoader, state: list[torch.Tensor]) -> None:
+    torch.set_rng_state(state[0])
+    if loader.generator is not None and len(state) > 1:
+        loader.generator.set_state(state[1])
+
+
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on CUDA when enabled; a no-op context elsewhere."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
@@ -97,7 +109,9 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
 
     ``step_fn(model, batch) -> (loss, {name: float})``. Every epoch end (and every ``checkpoint_every``
     steps) rank 0 writes ``out_dir/last.pt`` atomically; a rerun finding it resumes at that step, replaying
-    the same sample order. The loss history goes to ``out_dir/history.json`` for the report.
+    the same samples and augmentations (the checkpoint keeps the random state its epoch started with), so
+    a resumed single-process run ends with the weights of an uninterrupted one. The loss history goes to
+    ``out_dir/history.json`` for the report.
     """
     from salmask.io import read_json, write_json
     from salmask.utils.log import logger, progress_bar
@@ -105,6 +119,7 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
     scheduler = poly_scheduler(optimizer, total_steps)
     ckpt_path, hist_path = out_dir / "last.pt", out_dir / "history.json"
     step, history = 0, []
+    epoch_rng = resume_rng = None  # random states at the start of the current / interrupted epoch
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         unwrap(model).load_state_dict(state["model"])
@@ -113,6 +128,7 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
         step = int(state["step"])
         history = read_json(hist_path) if hist_path.is_file() else []
         history = [h for h in history if h["step"] <= step]
+        resume_rng = state.get("rng")
         logger.info("%s: resuming at step %d/%d from %s", desc, step, total_steps, ckpt_path)
     writer = None
     if tensorboard and dist.is_main():
@@ -120,8 +136,9 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
         writer = SummaryWriter(str(out_dir / "tensorboard"))
 
     def checkpoint() -> None:
+        rng = _rng_state(loader) if step % steps_per_epoch == 0 else epoch_rng
         save_checkpoint(ckpt_path, model=unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), step=step, **(extra_state or {}))
+                        scheduler=scheduler.state_dict(), step=step, rng=rng, **(extra_state or {}))
         if dist.is_main():
             write_json(hist_path, history)
 
@@ -131,6 +148,10 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
     while step < total_steps:
         epoch, skip = divmod(step, steps_per_epoch)
         set_epoch(loader, epoch)
+        if resume_rng is not None:  # replay the interrupted epoch's randomness
+            _set_rng_state(loader, resume_rng)
+            resume_rng = None
+        epoch_rng = _rng_state(loader)
         for i, batch in enumerate(loader):
             if i < skip:
                 continue

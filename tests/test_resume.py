@@ -1,0 +1,187 @@
+"""Interruption and resume: killed runs restart where they stopped and end with an uninterrupted run's outputs."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from salmask.config import load_config
+from salmask.io import read_json, save_npz, write_bytes_atomic
+from salmask.pipeline import run_pipeline
+
+from conftest import (PER_IMAGE, REF_STAGES, assert_same_artefacts, assert_same_weights, run_salmask,
+                      salmask_env, tiny_overrides)
+
+# Runs the CLI with a fault: the (N+1)-th artefact written into folder KILL_DIR is half-written to its
+# temporary file, then the process SIGKILLs itself — the state a kill in the middle of a write leaves.
+KILL_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+import salmask.io as sio
+
+target, after, seen = os.environ["KILL_DIR"], int(os.environ["KILL_AFTER"]), [0]
+real = sio.write_bytes_atomic
+
+def write(path, data):
+    path = Path(path)
+    if path.parent.name == target and path.suffix in (".npz", ".png", ".pt"):
+        seen[0] += 1
+        if seen[0] > after:
+            fd, _ = sio._atomic_target(path)
+            os.write(fd, data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+    real(path, data)
+
+sio.write_bytes_atomic = write
+from salmask.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+TRAIN = ("cam.epochs=3", "cam.batch_size=4")  # 3 steps per epoch, a checkpoint after each epoch
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()}
+
+
+def test_kill_mid_stage_then_resume(tmp_path, tiny_data, reference_run):
+    work = tmp_path / "work"
+    args = ["run", "demo", *tiny_overrides(work, tiny_data), "--stages", ",".join(REF_STAGES)]
+    killed = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, *args], capture_output=True, text=True,
+                            env=salmask_env(KILL_DIR="make_cam", KILL_AFTER="5"), timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+
+    cams = work / "make_cam"
+    done = sorted(p.name for p in cams.glob("*.npz"))
+    assert len(done) == 5 and len(list(cams.glob(".*.tmp"))) == 1
+    assert not (cams / "manifest.json").exists() and (cams / "progress.json").exists()
+    before = {n: t for n, t in _mtimes(cams).items() if n in done}
+    time.sleep(0.05)  # so that a rewrite would show in the mtimes
+
+    resumed = run_salmask(args)
+    assert "5 of 12 images already done" in resumed.stderr
+    assert "train_cam" in resumed.stderr and "done already" in resumed.stderr
+    assert not list(work.rglob("*.tmp")), "leftover temporary files"
+    assert {n: t for n, t in _mtimes(cams).items() if n in done} == before, "finished CAMs were rewritten"
+    assert read_json(cams / "manifest.json")["images"] == 12
+    assert_same_artefacts(reference_run, work)
+    assert read_json(work / "eval_pseudo" / "manifest.json")["metrics"] == \
+        read_json(reference_run / "eval_pseudo" / "manifest.json")["metrics"]
+
+
+def test_sigkill_during_training_resumes_to_the_same_weights(tmp_path, tiny_data):
+    ref, work = tmp_path / "ref", tmp_path / "work"
+    stages = ["--stages", "generate,train_cam"]
+    run_salmask(["run", "demo", *tiny_overrides(ref, tiny_data, *TRAIN), *stages])
+
+    args = [sys.executable, "-m", "salmask", "run", "demo", *tiny_overrides(work, tiny_data, *TRAIN), *stages]
+    proc = subprocess.Popen(args, env=salmask_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = work / "train_cam" / "last.pt"
+    try:
+        deadline = time.time() + 240
+        while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert ckpt.exists(), "the run ended before its first checkpoint"
+    if (work / "train_cam" / "manifest.json").exists():
+        pytest.fail("training finished before the kill; the test did not interrupt anything")
+    assert not (work / "train_cam" / "model.pt").exists()
+
+    resumed = run_salmask(["run", "demo", *tiny_overrides(work, tiny_data, *TRAIN), *stages])
+    assert "resuming at step" in resumed.stderr
+    history = read_json(work / "train_cam" / "history.json")
+    assert [h["step"] for h in history] == list(range(1, 10))
+    assert_same_weights(ref / "train_cam" / "model.pt", work / "train_cam" / "model.pt")
+
+
+def test_kill_while_writing_a_checkpoint(tmp_path, tiny_data):
+    """A kill during the second checkpoint write resumes from the first (the partial file is ignored)."""
+    ref, work = tmp_path / "ref", tmp_path / "work"
+    stages = ["--stages", "generate,train_cam"]
+    run_salmask(["run", "demo", *tiny_overrides(ref, tiny_data, *TRAIN), *stages])
+    args = ["run", "demo", *tiny_overrides(work, tiny_data, *TRAIN), *stages]
+    killed = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, *args], capture_output=True, text=True,
+                            env=salmask_env(KILL_DIR="train_cam", KILL_AFTER="1"), timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list((work / "train_cam").glob(".last.pt.*.tmp"))) == 1
+    resumed = run_salmask(args)
+    assert "resuming at step 3/9" in resumed.stderr
+    assert not list(work.rglob("*.tmp"))
+    assert_same_weights(ref / "train_cam" / "model.pt", work / "train_cam" / "model.pt")
+
+
+def _snapshot(work: Path) -> dict[str, int]:
+    """mtime of every manifest and artefact under the work dir."""
+    return {p.relative_to(work).as_posix(): p.stat().st_mtime_ns for p in work.rglob("*")
+            if p.is_file() and p.suffix in (".json", ".npz", ".png", ".pt") and "labels" not in p.parts}
+
+
+def test_skip_rerun_downstream_and_force(tmp_path, tiny_data, reference_run):
+    from salmask.cli import main
+
+    work = tmp_path / "work"
+    shutil.copytree(reference_run, work)
+    (work / "config.yaml").unlink()
+    ov = tiny_overrides(work, tiny_data)
+    before = _snapshot(work)
+
+    results = run_pipeline(load_config("demo", ov), stages=list(REF_STAGES))
+    assert set(results) == set(REF_STAGES)
+    assert _snapshot(work) == before, "a complete stage was rerun"
+
+    (work / "make_pseudo" / "stale.png").write_bytes(b"left by another setting")
+    time.sleep(0.05)
+    run_pipeline(load_config("demo", [*ov, "walk.beta=4.0"]), stages=list(REF_STAGES))
+    after = _snapshot(work)
+    changed = {k.split("/")[0] for k in before if after.get(k) != before[k]}
+    assert changed == {"make_pseudo", "eval_pseudo"}
+    assert not (work / "make_pseudo" / "stale.png").exists()
+
+    before = _snapshot(work)
+    time.sleep(0.05)
+    assert main(["run", "demo", *ov, "walk.beta=4.0", "--stages", "make_cam,eval_cam", "--force"]) == 0
+    after = _snapshot(work)
+    changed = {k.split("/")[0] for k in before if after.get(k) != before[k]}
+    assert changed == {"make_cam", "eval_cam"}
+    assert_same_artefacts(reference_run, work, ("make_cam",))
+
+
+def test_missing_upstream_is_a_clear_error(tmp_path, tiny_data):
+    from salmask.cli import main
+
+    rc = main(["run", "demo", *tiny_overrides(tmp_path / "w", tiny_data), "--stages", "make_cam"])
+    assert rc == 2
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "out.bin"
+    with pytest.raises(TypeError):
+        write_bytes_atomic(target, "not bytes")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+    write_bytes_atomic(target, b"old")
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):
+        real_fsync(fd)
+        raise OSError("disk full")
+
+    try:
+        os.fsync = failing_fsync
+        with pytest.raises(OSError, match="disk full"):
+            write_bytes_atomic(target, b"new content")
+        with pytest.raises(OSError, match="disk full"):
+            save_npz(tmp_path / "cam.npz", cam=np.ones((2, 3), np.float16))
+    finally:
+        os.fsync = real_fsync
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
