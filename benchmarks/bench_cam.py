@@ -11,26 +11,17 @@ the stored float16 maps (``cam`` and ``high_res``, normalised to [0, 1]).
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from salmask.bench import (VOC_SIZE, cuda_peak_bytes, format_table, median_seconds, rss_growth,
+from salmask.bench import (VOC_SIZE, Setting, cuda_peak_bytes, format_table, median_seconds, rss_growth,
                            subprocess_peak_bytes, timed_row)
 from salmask.cam.infer import cams_for_batch, cams_one_by_one
 from salmask.models.cam_net import CAMNet
 
 IRNET_SCALES = (1.0, 0.5, 1.5, 2.0)
 NUM_CLASSES = 20
-
-
-@dataclass(frozen=True)
-class Setting:
-    backbone: str
-    images: int
-    scales: tuple[float, ...]
-    repeats: int
 
 
 def setting(quick: bool, device: str) -> Setting:

@@ -12,14 +12,13 @@ probabilities.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from salmask.bench import (VOC_SIZE, cuda_peak_bytes, format_table, median_seconds, rss_growth,
+from salmask.bench import (VOC_SIZE, Setting, cuda_peak_bytes, format_table, median_seconds, rss_growth,
                            subprocess_peak_bytes, timed_row)
 from salmask.data.transforms import to_tensor
 from salmask.models.deeplab import build_segmenter
@@ -28,20 +27,12 @@ from salmask.seg.inference import SCALES, predict_batch, prepare_model
 NUM_CLASSES = 21
 
 
-@dataclass(frozen=True)
-class Setting:
-    backbone: str
-    images: int
-    scales: tuple[float, ...]
-    repeats: int
-
-
 def setting(quick: bool, device: str) -> Setting:
     """Quick: ResNet-18 at two scales. Full: ResNet-50 at the six test scales on CUDA; on a CPU
     (~40 s per image for six scales) three scales and two images."""
     cuda = device.startswith("cuda")
     if quick:
-        return Setting("resnet18", 8 if cuda else 2, (0.75, 1.0), 3)
+        return Setting("resnet18", 8 if cuda else 2, (0.75, 1.0), 2)
     if cuda:
         return Setting("resnet50", 8, SCALES, 5)
     return Setting("resnet50", 2, (0.75, 1.0, 1.25), 2)

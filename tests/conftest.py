@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,15 @@ def run_salmask(args: list[str], *, launcher: list[str] | None = None, timeout: 
                 check: bool = True, **env: str) -> subprocess.CompletedProcess:
     """``python -m salmask ARGS`` (or ``launcher + ['-m', 'salmask', *ARGS]``) in a fresh process."""
     cmd = [*(launcher or [sys.executable]), "-m", "salmask", *args]
-    res = subprocess.run(cmd, env=salmask_env(**env), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(cmd, env=salmask_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank it started
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(cmd)} timed out after {timeout}s:\n{err[-4000:]}") from None
+    res = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {res.returncode}:\n{res.stderr[-4000:]}")
     return res
@@ -93,6 +102,17 @@ def reference_run(tmp_path_factory, tiny_data) -> Path:
     work = tmp_path_factory.mktemp("reference") / "work"
     run_salmask(["run", "demo", *tiny_overrides(work, tiny_data), "--stages", ",".join(REF_STAGES)])
     return work
+
+
+@pytest.fixture
+def one_thread():
+    """In-process runs compared with subprocess ones use one thread, like them (same float results)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def _check_timed(row: dict, stage: str) -> None:
 
 
 def test_cam_batched_matches_irnet_loop():
-    setting = bench_cam.Setting("resnet18", 2, (1.0, 0.5), 1)
+    setting = bench.Setting("resnet18", 2, (1.0, 0.5), 1)
     (row,) = bench_cam.run(size=TINY, override=setting, measure_memory=False)
     _check_timed(row, "cam")
     assert row["max_abs_diff"] < 2e-3  # float16 storage of maps in [0, 1]
@@ -53,7 +53,7 @@ def test_cam_diff_detects_disagreement():
 
 
 def test_seg_batched_matches_per_image_loop():
-    setting = bench_seg.Setting("resnet18", 2, (0.75, 1.0), 1)
+    setting = bench.Setting("resnet18", 2, (0.75, 1.0), 1)
     (row,) = bench_seg.run(size=TINY, override=setting, measure_memory=False)
     _check_timed(row, "seg")
     assert row["max_abs_diff"] < 1e-4
@@ -104,8 +104,8 @@ def test_artefact_sizes_against_irnet_formats():
 
 
 def test_run_bench_prints_table_and_writes_json(tmp_path, monkeypatch, capsys):
-    tiny_cam = bench_cam.Setting("resnet18", 1, (1.0,), 1)
-    tiny_seg = bench_seg.Setting("resnet18", 1, (1.0,), 1)
+    tiny_cam = bench.Setting("resnet18", 1, (1.0,), 1)
+    tiny_seg = bench.Setting("resnet18", 1, (1.0,), 1)
     monkeypatch.setattr(bench_cam, "run", functools.partial(bench_cam.run, size=TINY, override=tiny_cam,
                                                             measure_memory=False))
     monkeypatch.setattr(bench_seg, "run", functools.partial(bench_seg.run, size=TINY, override=tiny_seg,

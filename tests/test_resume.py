@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from salmask.config import load_config
 from salmask.io import read_json, save_npz, write_bytes_atomic
 from salmask.pipeline import run_pipeline
 
-from conftest import (PER_IMAGE, REF_STAGES, assert_same_artefacts, assert_same_weights, run_salmask,
+from conftest import (REF_STAGES, assert_same_artefacts, assert_same_weights, run_salmask,
                       salmask_env, tiny_overrides)
 
 # Runs the CLI with a fault: the (N+1)-th artefact written into folder KILL_DIR is half-written to its
@@ -45,6 +46,15 @@ sys.exit(main(sys.argv[1:]))
 """
 
 TRAIN = ("cam.epochs=3", "cam.batch_size=4")  # 3 steps per epoch, a checkpoint after each epoch
+TRAIN_STAGES = ("--stages", "generate,train_cam")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_data) -> Path:
+    """``model.pt`` of an uninterrupted run of the :data:`TRAIN` recipe."""
+    work = tmp_path_factory.mktemp("train_ref")
+    run_salmask(["run", "demo", *tiny_overrides(work, tiny_data, *TRAIN), *TRAIN_STAGES])
+    return work / "train_cam" / "model.pt"
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
@@ -76,10 +86,9 @@ def test_kill_mid_stage_then_resume(tmp_path, tiny_data, reference_run):
         read_json(reference_run / "eval_pseudo" / "manifest.json")["metrics"]
 
 
-def test_sigkill_during_training_resumes_to_the_same_weights(tmp_path, tiny_data):
-    ref, work = tmp_path / "ref", tmp_path / "work"
-    stages = ["--stages", "generate,train_cam"]
-    run_salmask(["run", "demo", *tiny_overrides(ref, tiny_data, *TRAIN), *stages])
+def test_sigkill_during_training_resumes_to_the_same_weights(tmp_path, tiny_data, trained):
+    work = tmp_path / "work"
+    stages = TRAIN_STAGES
 
     args = [sys.executable, "-m", "salmask", "run", "demo", *tiny_overrides(work, tiny_data, *TRAIN), *stages]
     proc = subprocess.Popen(args, env=salmask_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -100,15 +109,13 @@ def test_sigkill_during_training_resumes_to_the_same_weights(tmp_path, tiny_data
     assert "resuming at step" in resumed.stderr
     history = read_json(work / "train_cam" / "history.json")
     assert [h["step"] for h in history] == list(range(1, 10))
-    assert_same_weights(ref / "train_cam" / "model.pt", work / "train_cam" / "model.pt")
+    assert_same_weights(trained, work / "train_cam" / "model.pt")
 
 
-def test_kill_while_writing_a_checkpoint(tmp_path, tiny_data):
+def test_kill_while_writing_a_checkpoint(tmp_path, tiny_data, trained):
     """A kill during the second checkpoint write resumes from the first (the partial file is ignored)."""
-    ref, work = tmp_path / "ref", tmp_path / "work"
-    stages = ["--stages", "generate,train_cam"]
-    run_salmask(["run", "demo", *tiny_overrides(ref, tiny_data, *TRAIN), *stages])
-    args = ["run", "demo", *tiny_overrides(work, tiny_data, *TRAIN), *stages]
+    work = tmp_path / "work"
+    args = ["run", "demo", *tiny_overrides(work, tiny_data, *TRAIN), *TRAIN_STAGES]
     killed = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, *args], capture_output=True, text=True,
                             env=salmask_env(KILL_DIR="train_cam", KILL_AFTER="1"), timeout=300)
     assert killed.returncode == -signal.SIGKILL
@@ -116,7 +123,7 @@ def test_kill_while_writing_a_checkpoint(tmp_path, tiny_data):
     resumed = run_salmask(args)
     assert "resuming at step 3/9" in resumed.stderr
     assert not list(work.rglob("*.tmp"))
-    assert_same_weights(ref / "train_cam" / "model.pt", work / "train_cam" / "model.pt")
+    assert_same_weights(trained, work / "train_cam" / "model.pt")
 
 
 def _snapshot(work: Path) -> dict[str, int]:
@@ -125,12 +132,11 @@ def _snapshot(work: Path) -> dict[str, int]:
             if p.is_file() and p.suffix in (".json", ".npz", ".png", ".pt") and "labels" not in p.parts}
 
 
-def test_skip_rerun_downstream_and_force(tmp_path, tiny_data, reference_run):
+def test_skip_rerun_downstream_and_force(tmp_path, tiny_data, reference_run, one_thread):
     from salmask.cli import main
 
     work = tmp_path / "work"
     shutil.copytree(reference_run, work)
-    (work / "config.yaml").unlink()
     ov = tiny_overrides(work, tiny_data)
     before = _snapshot(work)
 
@@ -162,26 +168,65 @@ def test_missing_upstream_is_a_clear_error(tmp_path, tiny_data):
     assert rc == 2
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path):
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     target = tmp_path / "out.bin"
     with pytest.raises(TypeError):
         write_bytes_atomic(target, "not bytes")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
 
     write_bytes_atomic(target, b"old")
-    real_fsync = os.fsync
 
-    def failing_fsync(fd):
-        real_fsync(fd)
+    def failing_fsync(fd: int) -> None:
         raise OSError("disk full")
 
-    try:
-        os.fsync = failing_fsync
-        with pytest.raises(OSError, match="disk full"):
-            write_bytes_atomic(target, b"new content")
-        with pytest.raises(OSError, match="disk full"):
-            save_npz(tmp_path / "cam.npz", cam=np.ones((2, 3), np.float16))
-    finally:
-        os.fsync = real_fsync
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        write_bytes_atomic(target, b"new content")
+    with pytest.raises(OSError, match="disk full"):
+        save_npz(tmp_path / "cam.npz", cam=np.ones((2, 3), np.float16))
+    monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+class _NoisySet(torch.utils.data.Dataset):
+    """Samples drawn from the global torch RNG, like the training sets' augmentations."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int):
+        x = torch.randn(4) + i
+        return x, x.sum(0, keepdim=True) * 0.1
+
+
+def _fit(out: Path, crash_at: int | None = None) -> dict:
+    from salmask.utils.train import fit, make_loader
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loader = make_loader(_NoisySet(), 3, seed=0, num_workers=0)  # 3 steps per epoch
+
+    def step(m, batch):
+        if crash_at is not None and len(seen) == crash_at:
+            raise RuntimeError("killed")
+        seen.append(batch[0].sum().item())
+        x, y = batch
+        return ((m(x) - y) ** 2).mean(), {}
+
+    seen: list[float] = []
+    fit(model, loader, opt, total_steps=8, step_fn=step, device=torch.device("cpu"), out_dir=out,
+        desc="toy", checkpoint_every=2)
+    return {"weights": {k: v.clone() for k, v in model.state_dict().items()}, "batches": seen}
+
+
+def test_fit_resumes_mid_epoch_with_the_same_batches_and_weights(tmp_path):
+    whole = _fit(tmp_path / "a")
+    with pytest.raises(RuntimeError, match="killed"):
+        _fit(tmp_path / "b", crash_at=5)  # last checkpoint: step 4, in the middle of the second epoch
+    resumed = _fit(tmp_path / "b")
+    assert resumed["batches"] == whole["batches"][4:]
+    for k, v in whole["weights"].items():
+        assert torch.equal(v, resumed["weights"][k]), k
+    assert [h["step"] for h in read_json(tmp_path / "b" / "history.json")] == list(range(1, 9))

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +34,15 @@ MEMORY_METHODS = {
     "cuda": "torch.cuda.max_memory_allocated during the call minus the allocation before it",
     "cpu": "peak resident set (VmHWM) minus resident set before the call, in a fresh subprocess per case",
 }
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a model-inference benchmark runs: the backbone, how many images, at which scales, how often."""
+    backbone: str
+    images: int
+    scales: tuple[float, ...]
+    repeats: int
 
 
 def benchmarks_dir() -> Path:
@@ -160,6 +170,8 @@ def _mib(value: int | None) -> str:
 
 
 def _agreement(row: dict) -> str:
+    if row.get("ref_skipped"):
+        return f"ref skipped ({row['ref_skipped']})"
     return "-" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.2g} ({row['diff_metric']})"
 
 
@@ -180,7 +192,7 @@ def format_table(rows: list[dict]) -> str:
                 f"{_agreement(r)}")
         lines.append("speed-up = ref time / our time; mem ratio = ref peak / our peak (> 1: ours needs less)")
         for device in dict.fromkeys(r["device"] for r in timed):
-            lines.append(f"peak memory on {device}: {MEMORY_METHODS['cuda' if device.startswith('cuda') else 'cpu']}")
+            lines.append(f"peak memory on {device}: {_memory_method(device)}")
         for stage, ours, ref in dict.fromkeys((r["stage"], r["ours"], r["reference"]) for r in timed):
             lines.append(f"  {stage}: ours = {ours}; ref = {ref or '-'}")
     if sizes:
@@ -199,7 +211,7 @@ def run_bench(quick: bool, json_out: str | None, device: str = "auto") -> list[d
     return the rows; ``json_out`` also gets ``{"machine": ..., "quick": ..., "rows": [...]}``."""
     devices = resolve_devices(device)
     benchmarks_dir()
-    from benchmarks import bench_cam, bench_seg, bench_sizes, bench_walk
+    from benchmarks import bench_cam, bench_seg, bench_sizes
 
     from salmask.io import write_json
 
@@ -236,15 +248,14 @@ def _walk_rows(quick: bool, device: str) -> list[dict]:
         rows.append({
             "stage": "walk", "case": f"grid {r['h']}x{r['w']}" + (" (500x375 image)" if voc else ""),
             "device": device, "ours": "sparse CSR walk (refine.random_walk.propagate)",
-            "reference": "dense (h*w)^2 matrix squared 8 times (IRNet/BES)" + (
-                f" — skipped: {r['dense_skipped']}" if r["dense_skipped"] else ""),
+            "reference": "dense (h*w)^2 matrix squared 8 times (IRNet/BES)", "ref_skipped": r["dense_skipped"],
             "images": 1, "seconds": r["fast_ms"] / 1e3,
             "ref_seconds": None if r["dense_ms"] is None else r["dense_ms"] / 1e3,
             "images_per_s": 1e3 / r["fast_ms"],
             "ref_images_per_s": None if r["dense_ms"] is None else 1e3 / r["dense_ms"],
             "speedup": r["speedup"], "peak_bytes": r["fast_peak_bytes"], "ref_peak_bytes": r["dense_peak_bytes"],
             "memory_ratio": r["memory_ratio"], "max_abs_diff": r["max_abs_diff_rel"],
-            "diff_metric": "max |diff| / max |ref|", "details": r,
+            "diff_metric": "max |diff| / max |ref|", "memory_method": _memory_method(device), "details": r,
         })
     return rows
 
@@ -262,8 +273,13 @@ def timed_row(stage: str, case: str, device: str, images: int, seconds: dict[str
         "speedup": None if ref_s is None else ref_s / seconds["ours"],
         "peak_bytes": peaks["ours"], "ref_peak_bytes": ref_peak,
         "memory_ratio": None if ref_peak is None or peaks["ours"] is None else ref_peak / max(peaks["ours"], 1),
-        "max_abs_diff": max_abs_diff, "diff_metric": diff_metric, **extra,
+        "max_abs_diff": max_abs_diff, "diff_metric": diff_metric,
+        "memory_method": None if peaks["ours"] is None else _memory_method(device), **extra,
     }
+
+
+def _memory_method(device: str) -> str:
+    return MEMORY_METHODS["cuda" if device.startswith("cuda") else "cpu"]
 
 
 def _load() -> str:

@@ -18,8 +18,9 @@ from salmask.utils import dist
 from salmask.utils.log import logger
 
 QUICK = (
-    "dataset.synthetic.n_train=120", "dataset.synthetic.n_val=30", "dataset.synthetic.n_sod=120",
-    "cam.epochs=10", "sod.epochs=10", "boundary.epochs=4", "seg.iterations=150", "seg.checkpoint_every=50",
+    "dataset.synthetic.image_size=96", "dataset.synthetic.n_train=64", "dataset.synthetic.n_val=16",
+    "dataset.synthetic.n_sod=64", "cam.epochs=6", "cam.crop=96", "cam.resize_long=[80,112]", "sod.epochs=4",
+    "boundary.epochs=3", "seg.iterations=40", "seg.checkpoint_every=20",
 )
 
 # name -> (overrides, upstream stages reused from the main run)

@@ -100,5 +100,5 @@ def cams_one_by_one(model: CAMNet, image: np.ndarray, keys: list[int], scales: S
             cams.append(F.interpolate(o, s4, mode="bilinear", align_corners=False)[0])
             highs.append(F.interpolate(o, up16, mode="bilinear", align_corners=False)[0, :, :h, :w])
     return {"keys": np.asarray(keys, dtype=np.int16),
-            "cam": normalise_positive(torch.stack(cams).sum(0), keys).numpy().astype(np.float16),
-            "high_res": normalise_positive(torch.stack(highs).sum(0), keys).numpy().astype(np.float16)}
+            "cam": normalise_positive(torch.stack(cams).sum(0), keys).cpu().numpy().astype(np.float16),
+            "high_res": normalise_positive(torch.stack(highs).sum(0), keys).cpu().numpy().astype(np.float16)}

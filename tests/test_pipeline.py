@@ -1,0 +1,147 @@
+"""Presets, the stage list, ``salmask eval`` against independent formulas, the VOC reader, determinism."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from salmask.cli import main
+from salmask.config import PRESETS, load_config
+from salmask.data.datasets import voc_split
+from salmask.data.meta import VOC
+from salmask.io import read_json, read_mask, write_png
+from salmask.pipeline import STAGES
+
+from conftest import REF_STAGES, assert_same_artefacts, assert_same_weights, run_salmask, tiny_overrides
+
+ORDER = ("generate", "train_cam", "make_cam", "eval_cam", "train_sod", "saliency", "eval_sod",
+         "make_boundary_labels", "train_boundary", "make_boundary", "make_pseudo", "eval_pseudo",
+         "select", "eval_select", "train_seg", "infer_seg", "eval_seg")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_load(preset):
+    cfg = load_config(preset, ["seed=3"])
+    assert cfg.seed == 3 and cfg.cam.epochs >= 1 and len(cfg.cam.scales) >= 1
+    assert cfg.dataset.kind == {"demo": "synthetic", "coco": "coco"}.get(preset, "voc")
+
+
+def test_stages_are_listed_in_pipeline_order(capsys):
+    assert main(["stages"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert listed == list(STAGES)
+    assert [s for s in listed if s in ORDER] == list(ORDER)
+    cfg = load_config("demo")
+    for name, st in STAGES.items():
+        assert all(listed.index(n) < listed.index(name) for n in st.requires(cfg)), name
+
+
+# --------------------------------------------------------------------------------------------------
+# salmask eval on voc-mini.
+
+def _eval(pred: Path, gt: Path, out: Path) -> dict:
+    assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--classes", "voc", "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def _expected(preds: dict[str, np.ndarray], gts: dict[str, np.ndarray], n: int = 21) -> dict[str, float]:
+    """Acc, mIoU, Acc_class straight from the definitions, per class over all pixels (no confusion matrix)."""
+    p = np.concatenate([preds[i].ravel() for i in sorted(gts)]).astype(np.int64)
+    g = np.concatenate([gts[i].ravel() for i in sorted(gts)]).astype(np.int64)
+    keep = g != 255
+    p, g = np.where(p[keep] == 255, 0, p[keep]), g[keep]
+    ious, accs = [], []
+    for c in range(n):
+        inter = np.sum((p == c) & (g == c))
+        union = np.sum((p == c) | (g == c))
+        if union:
+            ious.append(inter / union)
+        if np.sum(g == c):
+            accs.append(inter / np.sum(g == c))
+    return {"Acc": 100 * np.mean(p == g), "mIoU": 100 * np.mean(ious), "Acc_class": 100 * np.mean(accs)}
+
+
+def test_eval_gt_against_itself_and_a_perturbed_copy(voc_mini, tmp_path):
+    gt_dir = voc_mini / "VOCdevkit" / "VOC2012" / "SegmentationClassAug"
+    perfect = _eval(gt_dir, gt_dir, tmp_path / "self.json")
+    assert perfect["images"] == 49
+    assert perfect["mIoU"] == 100.0 and perfect["Acc"] == 100.0 and perfect["Acc_class"] == 100.0
+
+    gts = {p.stem: read_mask(p, 21) for p in sorted(gt_dir.glob("*.png"))}
+    preds = {i: m.copy() for i, m in gts.items()}
+    ids = sorted(gts)
+    for i in ids[:4]:  # one class relabelled as another (15 person -> 12 dog, or the first class -> 1)
+        m = preds[i]
+        present = [c for c in np.unique(m) if 0 < c < 21]
+        src = 15 if 15 in present else present[0]
+        m[m == src] = 12 if src != 12 else 1
+    for i in ids[4:10]:  # objects shrunk: a 3-pixel band of their outline becomes background
+        m = preds[i]
+        fg = (m > 0) & (m < 255)
+        core = np.asarray(Image.fromarray(fg.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(7))) > 0
+        m[fg & ~core] = 0
+    preds[ids[10]][:] = 255  # an all-ignore prediction counts as background
+    pred_dir = tmp_path / "pred"
+    for i, m in preds.items():
+        write_png(pred_dir / f"{i}.png", m, palette=VOC.palette)
+
+    got = _eval(pred_dir, gt_dir, tmp_path / "perturbed.json")
+    want = _expected(preds, gts)
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, abs=1e-9), k
+    assert got["mIoU"] < 100.0
+
+
+def test_voc_reader_on_voc_mini(voc_mini, tmp_path):
+    cache = tmp_path / "labels.json"
+    train = voc_split(voc_mini, "train_aug", label_cache=cache)
+    val = voc_split(voc_mini / "VOCdevkit", "val")  # VOCdevkit/ itself is accepted as the root
+    assert len(train) == 39 and len(val) == 10 and not set(train.ids) & set(val.ids)
+    train.check_files()
+    val.check_files()
+    for i in train.ids:
+        m = np.asarray(Image.open(train.mask_path(i)))
+        assert train.labels[i] == [int(c) for c in np.unique(m) if 0 < c < 255]
+        assert train.label_vector(i).sum() == len(train.labels[i])
+    assert all(train.labels[i] for i in train.ids)
+    assert read_json(cache) == train.labels
+    again = voc_split(voc_mini, "train_aug", label_cache=cache)  # from the cache
+    assert again.labels == train.labels
+
+
+def test_voc_config_points_at_voc_mini(voc_mini, tmp_path):
+    from salmask.pipeline import Context
+
+    cfg = load_config("voc", [f"dataset.root={voc_mini}", f"work_dir={tmp_path}", "dataset.eval_split=train_aug"])
+    ctx = Context(cfg, tmp_path)
+    assert len(ctx.split("train_split")) == 39 and len(ctx.split("val_split")) == 10
+    assert ctx.meta.num_classes == 21
+
+
+# --------------------------------------------------------------------------------------------------
+# Determinism.
+
+def test_same_config_twice_gives_identical_artefacts(tmp_path, tiny_data, reference_run):
+    work = tmp_path / "again"
+    run_salmask(["run", "demo", *tiny_overrides(work, tiny_data), "--stages", ",".join(REF_STAGES)])
+    assert_same_artefacts(reference_run, work)
+    for st in ("train_cam", "train_boundary"):
+        assert_same_weights(reference_run / st / "model.pt", work / st / "model.pt")
+    for st in ("eval_cam", "eval_pseudo"):
+        assert read_json(work / st / "manifest.json")["metrics"] == \
+            read_json(reference_run / st / "manifest.json")["metrics"]
+    for st in REF_STAGES:
+        assert read_json(work / st / "manifest.json")["hash"] == read_json(reference_run / st / "manifest.json")["hash"]
+
+
+def test_fresh_data_root_gives_the_same_dataset(tmp_path, tiny_data):
+    """The generate stage writes the same files as the shared fixture (same seed and parameters)."""
+    work = tmp_path / "w"
+    assert main(["run", "demo", *tiny_overrides(work, work / "data"), "--stages", "generate"]) == 0
+    for sub in ("VOCdevkit/VOC2012/JPEGImages", "VOCdevkit/VOC2012/SegmentationClassAug", "SOD/Images"):
+        a, b = sorted((tiny_data / sub).iterdir()), sorted((work / "data" / sub).iterdir())
+        assert [p.name for p in a] == [p.name for p in b] and a
+        assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b)), sub
