@@ -28,7 +28,7 @@ class BoundaryDataset(Dataset):
 
     def __getitem__(self, idx: int):
         i = self.ids[idx]
-        rng = np.random.default_rng((idx, int(torch.randint(0, 2**31, ()).item())))
+        rng = T.sample_rng(idx)
         img = read_image(self.image_path(i))
         lab = read_mask(self.label_dir / f"{i}.png")
         sal = read_gray(self.saliency_dir / f"{i}.png") if self.saliency_dir else np.ones(lab.shape, np.float32)

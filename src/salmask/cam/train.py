@@ -26,7 +26,7 @@ class ClassificationDataset(Dataset):
 
     def __getitem__(self, idx: int):
         image_id = self.images.ids[idx]
-        rng = np.random.default_rng((self.seed, idx, int(torch.randint(0, 2**31, ()).item())))
+        rng = T.sample_rng(idx)
         img = read_image(self.images.image_path(image_id))
         img, _ = T.random_resize_long(rng, img, [], *self.resize_long)
         (img,) = T.random_flip(rng, [img])

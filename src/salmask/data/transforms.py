@@ -13,6 +13,12 @@ MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
+def sample_rng(index: int) -> np.random.Generator:
+    """Augmentation randomness for sample ``index``, drawn from torch's RNG (seeded from the run's seed in
+    the main process and per loader worker), so the same seed and ``num_workers`` give the same run."""
+    return np.random.default_rng((index, int(torch.randint(0, 2**31, ()).item())))
+
+
 def normalize(img: np.ndarray) -> np.ndarray:
     """uint8 [H,W,3] -> float32 [H,W,3] ImageNet-normalised."""
     return (img.astype(np.float32) / 255.0 - MEAN) / STD

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import OmegaConf
 
 from salmask.errors import ConfigError, InputError
@@ -124,7 +123,8 @@ def run_saliency(ctx: Context) -> dict:
     else:
         raise ConfigError(f"saliency.source {src!r} is not one of precomputed, classic, rgbsod")
     return {"images": len(images.ids), "source": src,
-            "all_zero": _gather(flags["all_zero"]), "missing": _gather(flags["missing"])}
+            "all_zero": _gather(out, "all_zero", flags["all_zero"]),
+            "missing": _gather(out, "missing", flags["missing"])}
 
 
 def _write(out: Path, image_id: str, sal: np.ndarray, flags: dict) -> None:
@@ -136,12 +136,16 @@ def _write(out: Path, image_id: str, sal: np.ndarray, flags: dict) -> None:
     write_gray(out / f"{image_id}.png", sal)
 
 
-def _gather(items: list[str]) -> list[str]:
-    if not torch.distributed.is_initialized():
-        return sorted(items)
-    allv: list = [None] * dist.world_size()
-    torch.distributed.all_gather_object(allv, items)
-    return sorted(x for part in allv for x in part)
+def _gather(out: Path, name: str, items: list[str]) -> list[str]:
+    """Every rank's ``items``, this run's and an interrupted earlier one's (small JSON files, so no
+    pickled objects cross processes)."""
+    from salmask.io import read_json, write_json
+
+    mine = out / f".{name}.rank{dist.rank()}.json"
+    earlier = read_json(mine) if mine.is_file() else []  # images flagged before an interruption
+    write_json(mine, sorted(set(earlier) | set(items)))
+    dist.barrier()
+    return sorted({x for f in out.glob(f".{name}.rank*.json") for x in read_json(f)})
 
 
 @stage("eval_sod", sections=("saliency", "sod"), needs=("train_sod",),

@@ -29,7 +29,7 @@ class SegDataset(Dataset):
 
     def __getitem__(self, idx: int):
         i = self.ids[idx]
-        rng = np.random.default_rng((idx, int(torch.randint(0, 2**31, ()).item())))
+        rng = T.sample_rng(idx)
         img = read_image(self.image_path(i))
         mask = read_mask(self.mask_dir / f"{i}.png", self.num_classes, IGNORE_INDEX)
         if mask.shape != img.shape[:2]:

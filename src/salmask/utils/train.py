@@ -136,11 +136,11 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
         writer = SummaryWriter(str(out_dir / "tensorboard"))
 
     def checkpoint() -> None:
+        if dist.is_main():  # history first: a kill between the two writes leaves it ahead, never behind
+            write_json(hist_path, history)
         rng = _rng_state(loader) if step % steps_per_epoch == 0 else epoch_rng
         save_checkpoint(ckpt_path, model=unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict(), step=step, rng=rng, **(extra_state or {}))
-        if dist.is_main():
-            write_json(hist_path, history)
 
     steps_per_epoch = max(1, len(loader))
     bar = progress_bar(desc, total=total_steps, initial=step, unit="step")
