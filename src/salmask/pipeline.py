@@ -93,10 +93,6 @@ class Context:
     def manifest(self, stage_name: str) -> dict:
         return read_json(self.dir(stage_name) / MANIFEST)
 
-    @property
-    def meta(self):
-        return self.split("train_split").meta
-
 
 def stage_hash(ctx: Context, st: Stage) -> str:
     parts = [OmegaConf.select(ctx.cfg, s) for s in st.sections]

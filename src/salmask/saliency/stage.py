@@ -82,6 +82,7 @@ def run_saliency(ctx: Context) -> dict:
     out = ctx.dir()
     ids = todo(images.ids, lambda i: out / f"{i}.png")
     flags = {"all_zero": [], "missing": []}
+    zb = ctx.cfg.saliency.zero_below
     if src == "rgbsod":
         from salmask.saliency.rgbsod import predict_batch
 
@@ -91,7 +92,7 @@ def run_saliency(ctx: Context) -> dict:
         load = lambda chunk: [read_image(images.image_path(i)) for i in chunk]  # noqa: E731
         for chunk, arrays in prefetch(chunks, load):
             for i, m in zip(chunk, predict_batch(model, arrays, img_size=ctx.cfg.sod.img_size, device=ctx.device)):
-                _write(out, i, m, flags)
+                _write(out, i, m, flags, zb)
             bar.update(len(chunk))
         bar.close()
     elif src == "classic":
@@ -99,7 +100,7 @@ def run_saliency(ctx: Context) -> dict:
 
         for i in loop(ids, "saliency"):
             _write(out, i, classic_saliency(read_image(images.image_path(i)),
-                                            method=ctx.cfg.saliency.classic_method), flags)
+                                            method=ctx.cfg.saliency.classic_method), flags, zb)
     elif src == "precomputed":
         from salmask.stage_utils import image_size
 
@@ -113,13 +114,13 @@ def run_saliency(ctx: Context) -> dict:
                                            "all-zero map instead)")
                 logger.warning("saliency: %s missing, using an all-zero map", path)
                 flags["missing"].append(i)
-                _write(out, i, np.zeros(hw, np.float32), flags)
+                _write(out, i, np.zeros(hw, np.float32), flags, zb)
                 continue
             sal = read_gray(path)
             if sal.shape != hw:
                 raise InputError(path, f"saliency size {sal.shape[1]}x{sal.shape[0]} differs from the "
                                        f"image's {hw[1]}x{hw[0]}")
-            _write(out, i, sal, flags)
+            _write(out, i, sal, flags, zb)
     else:
         raise ConfigError(f"saliency.source {src!r} is not one of precomputed, classic, rgbsod")
     return {"images": len(images.ids), "source": src,
@@ -127,9 +128,10 @@ def run_saliency(ctx: Context) -> dict:
             "missing": _gather(out, "missing", flags["missing"])}
 
 
-def _write(out: Path, image_id: str, sal: np.ndarray, flags: dict) -> None:
+def _write(out: Path, image_id: str, sal: np.ndarray, flags: dict, zero_below: float) -> None:
     if not np.isfinite(sal).all():
         raise InputError(out / f"{image_id}.png", "saliency map has NaN values")
+    sal = np.where(sal < zero_below, 0.0, sal)
     if float(sal.max(initial=0.0)) <= 0.0:
         logger.warning("saliency: %s is all zero (kept; SBE's saliency steps are skipped for it)", image_id)
         flags["all_zero"].append(image_id)
