@@ -118,7 +118,7 @@ def test_voc_config_points_at_voc_mini(voc_mini, tmp_path):
     cfg = load_config("voc", [f"dataset.root={voc_mini}", f"work_dir={tmp_path}", "dataset.eval_split=train_aug"])
     ctx = Context(cfg, tmp_path)
     assert len(ctx.split("train_split")) == 39 and len(ctx.split("val_split")) == 10
-    assert ctx.meta.num_classes == 21
+    assert ctx.split("train_split").meta.num_classes == 21
 
 
 # --------------------------------------------------------------------------------------------------
