@@ -55,8 +55,9 @@ def create_backbone(name: str, *, pretrained: bool | str | None = False, output_
     except (RuntimeError, OSError) as e:
         if use_pretrained and not extra:
             raise ConfigError(
-                f"could not fetch ImageNet weights for {timm_name!r} ({e}); pass a local checkpoint "
-                f"with model.pretrained=PATH or train from scratch with model.pretrained=false") from None
+                f"could not fetch ImageNet weights for {timm_name!r} ({str(e).splitlines()[0][:120]}); set the "
+                f"stage's pretrained key to a local checkpoint (e.g. cam.pretrained=/path/weights.pth) or to "
+                f"false to train from scratch") from None
         raise
 
 

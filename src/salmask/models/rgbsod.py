@@ -100,8 +100,8 @@ class RGBSOD(nn.Module):
         except (RuntimeError, OSError) as e:
             if use_pretrained and not extra:
                 raise ConfigError(
-                    f"could not fetch ImageNet weights for {encoder!r} ({e}); pass a local checkpoint "
-                    f"with pretrained=PATH or train from scratch with pretrained=false") from None
+                    f"could not fetch ImageNet weights for {encoder!r} ({str(e).splitlines()[0][:120]}); set "
+                    f"sod.pretrained to a local checkpoint (a timm Swin .pth) or to false") from None
             raise
         self.img_size = img_size
         # timm's Swin features are NHWC; convolutional backbones would already be NCHW.
