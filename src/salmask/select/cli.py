@@ -24,6 +24,7 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-missing", action="store_true", help="pass masks without saliency through")
     p.add_argument("--sweep", action="store_true", help="also sweep the replacement threshold (needs --gt)")
     p.add_argument("--json", help="write the report here (default OUT/report.json)")
+    p.add_argument("--plot", help="sweep plot PNG (default OUT_sweep.png beside OUT, not among the masks)")
 
 
 def select_main(a: argparse.Namespace) -> None:
@@ -54,5 +55,5 @@ def select_main(a: argparse.Namespace) -> None:
                      allow_missing=a.allow_missing, progress=True)
         print(format_sweep_table(rows))
         report["sweep"] = rows
-        print(plot_sweep(rows, out / "sweep.png"))
+        print(plot_sweep(rows, a.plot or out.parent / f"{out.name}_sweep.png"))
     write_json(a.json or out / "report.json", report)
