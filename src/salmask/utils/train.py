@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from salmask.errors import InputError
+from salmask.errors import InputError, SalmaskError
 from salmask.io import write_bytes_atomic
 from salmask.utils import dist
 
@@ -158,7 +158,8 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
             with autocast(device, amp):
                 loss, parts = step_fn(model, batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {step}")
+                raise SalmaskError(f"{desc}: loss became {loss.item()} at step {step} (learning rate too high? "
+                                   f"the last checkpoint {ckpt_path} is kept)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
