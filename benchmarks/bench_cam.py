@@ -15,8 +15,8 @@ import argparse
 import numpy as np
 import torch
 
-from salmask.bench import (VOC_SIZE, Setting, cuda_peak_bytes, format_table, median_seconds, rss_growth,
-                           subprocess_peak_bytes, timed_row)
+from salmask.bench import (VOC_SIZE, Setting, format_table, median_seconds, peak_bytes, rss_growth,
+                           timed_row)
 from salmask.cam.infer import cams_for_batch, cams_one_by_one
 from salmask.models.cam_net import CAMNet
 
@@ -96,14 +96,8 @@ def run(quick: bool = False, device: str = "cpu", *, size: tuple[int, int] = VOC
             fn()
     seconds, results = median_seconds(methods, device, s.repeats)
     diff = max_abs_diff(results["ours"], results["ref"])
-    if not measure_memory:
-        peaks = {name: None for name in methods}
-    elif dev.type == "cuda":
-        peaks = {name: cuda_peak_bytes(fn, device) for name, fn in methods.items()}
-    else:
-        peaks = {name: subprocess_peak_bytes("benchmarks.bench_cam:peak_child", method=name, backbone=s.backbone,
-                                             images=s.images, height=size[0], width=size[1], scales=list(s.scales))
-                 for name in methods}
+    peaks = peak_bytes(methods, device, "benchmarks.bench_cam:peak_child", measure=measure_memory,
+                       backbone=s.backbone, images=s.images, height=size[0], width=size[1], scales=list(s.scales))
     case = f"{s.backbone}, {s.images}x{size[1]}x{size[0]}, scales {','.join(map(str, s.scales))} + flip"
     return [timed_row("cam", case, device, s.images, seconds, peaks, diff, "max |diff| of [0,1] maps",
                       ours="same-size images + flips batched per scale (cam.infer.cams_for_batch)",

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from salmask.bench import (VOC_SIZE, Setting, cuda_peak_bytes, format_table, median_seconds, rss_growth,
-                           subprocess_peak_bytes, timed_row)
+from salmask.bench import (VOC_SIZE, Setting, format_table, median_seconds, peak_bytes, rss_growth,
+                           timed_row)
 from salmask.data.transforms import to_tensor
 from salmask.models.deeplab import build_segmenter
 from salmask.seg.inference import SCALES, predict_batch, prepare_model
@@ -102,14 +102,8 @@ def run(quick: bool = False, device: str = "cpu", *, size: tuple[int, int] = VOC
             fn()
     seconds, results = median_seconds(methods, device, s.repeats)
     diff = max(float((a - b).abs().max()) for a, b in zip(results["ours"], results["ref"], strict=True))
-    if not measure_memory:
-        peaks = {name: None for name in methods}
-    elif device.startswith("cuda"):
-        peaks = {name: cuda_peak_bytes(fn, device) for name, fn in methods.items()}
-    else:
-        peaks = {name: subprocess_peak_bytes("benchmarks.bench_seg:peak_child", method=name, backbone=s.backbone,
-                                             images=s.images, height=size[0], width=size[1], scales=list(s.scales))
-                 for name in methods}
+    peaks = peak_bytes(methods, device, "benchmarks.bench_seg:peak_child", measure=measure_memory,
+                       backbone=s.backbone, images=s.images, height=size[0], width=size[1], scales=list(s.scales))
     case = (f"deeplabv3+ {s.backbone}, {s.images}x{size[1]}x{size[0]}, "
             f"scales {','.join(map(str, s.scales))} + flip")
     return [timed_row("seg", case, device, s.images, seconds, peaks, diff, "max |diff| of probabilities",

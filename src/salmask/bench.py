@@ -135,6 +135,17 @@ def subprocess_peak_bytes(target: str, **kwargs) -> int:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
+
+def peak_bytes(methods: dict[str, Callable[[], object]], device: str, child: str, *, measure: bool = True,
+               **child_kwargs) -> dict[str, int | None]:
+    """Peak memory of each method: CUDA allocator peak on a GPU; on a CPU, ``child`` ("module:function")
+    run per method in a fresh process with ``method=name`` and ``child_kwargs``; None when not measured."""
+    if not measure:
+        return {name: None for name in methods}
+    if device.startswith("cuda"):
+        return {name: cuda_peak_bytes(fn, device) for name, fn in methods.items()}
+    return {name: subprocess_peak_bytes(child, method=name, **child_kwargs) for name in methods}
+
 def _probe(target: str, kwargs_json: str) -> None:
     module, function = target.split(":")
     peak = getattr(importlib.import_module(module), function)(**json.loads(kwargs_json))

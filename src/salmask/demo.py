@@ -14,8 +14,8 @@ from typing import Sequence
 from salmask.config import load_config
 from salmask.io import write_json
 from salmask.pipeline import run_pipeline
+from salmask.report.html import ABLATION_LABELS, HEADLINE, write_report
 from salmask.utils import dist
-from salmask.utils.log import logger
 
 QUICK = (
     "dataset.synthetic.image_size=96", "dataset.synthetic.n_train=64", "dataset.synthetic.n_val=16",
@@ -52,12 +52,7 @@ def run_demo(work_dir: Path, *, quick: bool = False, overrides: Sequence[str] = 
     if dist.is_main():
         write_json(work_dir / "summary.json", summary)
         print(format_summary(summary))
-        try:
-            from salmask.report.html import write_report
-
-            print(f"report: {write_report(work_dir)}")
-        except ImportError:
-            pass
+        print(f"report: {write_report(work_dir)}")
         print(f"summary: {work_dir / 'summary.json'}")
     return summary
 
@@ -68,8 +63,6 @@ def _link(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(src, dst, target_is_directory=True)
 
-
-HEADLINE = ("mIoU", "Acc", "Acc_class", "fwIoU")
 
 
 def _pick(m: dict) -> dict:
@@ -101,10 +94,8 @@ def build_summary(results: dict, ablations: dict) -> dict:
 
 def format_summary(s: dict) -> str:
     rows = [("CAM (train, bg t=%.2f)" % s["cam"]["threshold"], s["cam"])] if "cam" in s else []
-    labels = {"bes": "BES labels + BES loss", "sbe_labels_bes_loss": "SBE labels + BES loss",
-              "sbe_classic_saliency": "SBE, classic saliency"}
     for name, m in s.get("ablation", {}).items():
-        rows.append((f"pseudo: {labels.get(name, name)}", m))
+        rows.append((f"pseudo: {ABLATION_LABELS.get(name, name)}", m))
     if "sbe" in s:
         rows.append(("pseudo: SBE (RGB-SOD saliency)", s["sbe"]))
     if "sos" in s:

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from salmask.errors import ConfigError, InputError
 from salmask.io import read_gray, read_image, write_gray
 from salmask.pipeline import Context, stage
-from salmask.stage_utils import loop, prefetch, todo
+from salmask.stage_utils import image_size, loop, prefetch, todo
 from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
 from salmask.utils.train import load_checkpoint, save_checkpoint, seed_everything
@@ -102,8 +102,6 @@ def run_saliency(ctx: Context) -> dict:
             _write(out, i, classic_saliency(read_image(images.image_path(i)),
                                             method=ctx.cfg.saliency.classic_method), flags, zb)
     elif src == "precomputed":
-        from salmask.stage_utils import image_size
-
         folder = _precomputed_dir(ctx, images)
         for i in loop(ids, "saliency"):
             path = folder / f"{i}.png"
