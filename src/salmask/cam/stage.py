@@ -1,7 +1,6 @@
 """Stages ``train_cam``, ``make_cam``, ``eval_cam``."""
 from __future__ import annotations
 
-import numpy as np
 
 from salmask.cam.evaluate import ThresholdSweep
 from salmask.cam.infer import cams_for_batch, group_by_size
