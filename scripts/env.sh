@@ -13,8 +13,8 @@ if [ ! -f "$venv/.complete" ]; then
   "$python" -m venv "$venv" >&2
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
   # the dense-CRF extra compiles on some machines; salmask logs and falls back when it is absent
-  "$venv/bin/python" -m pip install -q -e "$repo[test,crf]" >&2 \
-    || "$venv/bin/python" -m pip install -q -e "$repo[test]" >&2
+  "$venv/bin/python" -m pip install -q -e "$repo[test,crf,lite]" >&2 \
+    || "$venv/bin/python" -m pip install -q -e "$repo[test,lite]" >&2
   touch "$venv/.complete"
 else
   "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$repo" >&2 2>/dev/null \

@@ -83,3 +83,39 @@ def test_confusion_all_reduce_two_processes(tmp_path):
         hist = np.load(tmp_path / f"hist.{rank}.npy", allow_pickle=False)
         np.testing.assert_array_equal(hist, single.hist)
     assert single.hist.sum() == 5 * 5 * 7
+
+
+def _checksums(work) -> list[str]:
+    """The end-of-training weight checksums each rank logged (rank 0, then rank 1)."""
+    lines = []
+    for log in ("salmask.log", "salmask.rank1.log"):
+        text = (work / log).read_text()
+        lines.append([ln.split("checksum ")[1] for ln in text.splitlines() if "weights identical on 2 ranks" in ln])
+    return lines
+
+
+def test_two_rank_training_from_pretrained_checkpoints(tmp_path, tiny_data):
+    """Frozen stem / BatchNorm with pretrained weights are fixed before DDP wraps the model: train_cam and
+    DeepLab-v2 train_seg run under two ranks from a checkpoint file, and both ranks end with the same weights."""
+    import timm
+    from PIL import Image
+
+    ckpt = tmp_path / "resnet18_imagenet.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), ckpt)
+    images = sorted((tiny_data / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))
+    masks = tmp_path / "masks"  # any folder of masks (another method's pseudo masks, say)
+    masks.mkdir()
+    for p in images:
+        m = np.zeros((48, 48), np.uint8)
+        m[10:30, 12:40] = 1 + len(p.stem) % 3
+        Image.fromarray(m).save(masks / f"{p.stem}.png")
+    work = tmp_path / "work"
+    run_salmask(["run", "demo", *tiny_overrides(
+        work, tiny_data, "cam.epochs=2", "cam.batch_size=3", f"cam.pretrained={ckpt}",
+        "seg.arch=deeplabv2", "seg.backbone=resnet18", f"seg.pretrained={ckpt}", f"seg.source={masks}",
+        "seg.batch_size=2", "seg.iterations=3"), "--stages", "generate,train_cam,train_seg"],
+        launcher=TORCHRUN, timeout=300)
+    assert read_json(work / "train_cam" / "manifest.json")["steps"] == 4
+    assert read_json(work / "train_seg" / "manifest.json")["steps"] == 3
+    rank0, rank1 = _checksums(work)
+    assert len(rank0) == 2 and rank0 == rank1

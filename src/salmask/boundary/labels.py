@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from salmask.boundary.crf import crf_enabled, crf_labels
@@ -103,12 +105,19 @@ def _box_counts(masks: np.ndarray, window: int) -> np.ndarray:
 def saliency_edges(saliency: np.ndarray) -> np.ndarray:
     """Sobel gradient magnitude [H,W] of the max-normalised saliency map [H,W] (SPEC §4 step 4).
 
-    The kernels are the unnormalised 3×3 Sobel pair of the SBE release (a unit step scores 4).
-    Borders replicate the edge pixel, so an object touching the image border makes no edge there.
+    As SBE's release: the unnormalised 3×3 Sobel pair (a unit step scores 4) without padding gives
+    (H−2)×(W−2) magnitudes, resized bilinearly (half-pixel centres) back to H×W. Maps smaller than 3×3
+    have no edges.
     """
     s = np.asarray(saliency, dtype=np.float64)
+    if min(s.shape) < 3:
+        return np.zeros(s.shape)
     s = s / s.max()
-    return np.hypot(ndimage.sobel(s, axis=0, mode="nearest"), ndimage.sobel(s, axis=1, mode="nearest"))
+    inner = (slice(1, -1), slice(1, -1))  # the valid part of a padded correlation is the unpadded one
+    magnitude = np.hypot(ndimage.sobel(s, axis=0)[inner], ndimage.sobel(s, axis=1)[inner])
+    resized = F.interpolate(torch.from_numpy(magnitude)[None, None], size=s.shape, mode="bilinear",
+                            align_corners=False)
+    return resized[0, 0].numpy()
 
 
 def synthesize(conf: np.ndarray, saliency: np.ndarray | None, *, window: int = 13,

@@ -36,7 +36,7 @@ class BoundaryDataset(Dataset):
         img, lab, sal = T.random_flip(rng, [img, lab, sal])
         img, lab, sal = T.random_crop(rng, self.crop, [(T.normalize(img), 0.0), (lab, IGNORE), (sal, 0.0)])
         small = (-(-self.crop // 4),) * 2
-        lab = T.resize(lab, small, nearest=True)
+        lab = T.downsample_labels(lab, small)
         sal = T.resize(sal, small)
         return (torch.from_numpy(img.transpose(2, 0, 1).copy()), torch.from_numpy(lab.copy()),
                 torch.from_numpy(sal.copy()))

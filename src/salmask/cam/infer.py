@@ -1,6 +1,7 @@
 """Multi-scale, flip-averaged CAM inference (SPEC §2), batched over same-size images.
 
-For each scale s the batch holds every image of a size group and its mirror; the stride-16 CAMs are
+For each scale s the batch holds every image of a size group and its mirror, rescaled as uint8 with PIL
+bicubic and then normalised (IRNet's order); the stride-16 CAMs are
 upsampled bilinearly to the stride-4 grid ("cam", for the walk) and to the image ("high_res"), summed over
 scales and flips, kept for the positive classes, and divided by each class's maximum. Stored per image
 as ``{id}.npz``: ``keys`` int16 [K] (class ids 1..C), ``cam`` float16 [K,ceil(H/4),ceil(W/4)],
@@ -15,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from salmask.data.transforms import to_tensor
 from salmask.models.cam_net import CAMNet
@@ -25,24 +27,37 @@ def strided_size(h: int, w: int, stride: int) -> tuple[int, int]:
     return math.ceil(h / stride), math.ceil(w / stride)
 
 
+def rescale(image: np.ndarray, scale: float) -> np.ndarray:
+    """uint8 [H,W,3] -> uint8 [round(H·s),round(W·s),3] with PIL bicubic (IRNet's ``pil_rescale``)."""
+    if scale == 1.0:
+        return image
+    h, w = image.shape[:2]
+    return np.asarray(Image.fromarray(image).resize((round(w * scale), round(h * scale)), Image.BICUBIC))
+
+
+def scaled_inputs(arrays: Sequence[np.ndarray], scales: Sequence[float], device: torch.device) -> list[torch.Tensor]:
+    """Same-size uint8 images [H,W,3] -> per scale a normalised batch [B,3,round(H·s),round(W·s)]: each
+    image rescaled as uint8, then normalised (the reference's order)."""
+    return [torch.stack([to_tensor(rescale(a, s)) for a in arrays]).to(device, non_blocking=True) for s in scales]
+
+
 @torch.no_grad()
-def multiscale_cams(model: CAMNet, images: torch.Tensor, scales: Sequence[float], *,
+def multiscale_cams(model: CAMNet, inputs: Sequence[torch.Tensor], size: tuple[int, int], *,
                     amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``images`` [B,3,H,W] normalised, one size -> (cam [B,C,ceil(H/4),ceil(W/4)], high_res [B,C,H,W]),
-    summed over scales and flips, not yet normalised."""
-    b, _, h, w = images.shape
-    device = images.device
+    """``inputs``: one normalised batch [B,3,h_s,w_s] per scale of images of ``size`` (H, W) (see
+    :func:`scaled_inputs`) -> (cam [B,C,ceil(H/4),ceil(W/4)], high_res [B,C,H,W]), summed over scales and
+    flips, not yet normalised."""
+    h, w = size
     s4 = strided_size(h, w, 4)
     up16 = (math.ceil(h / 16) * 16, math.ceil(w / 16) * 16)
     cam_sum = high_sum = None
-    both = torch.cat([images, images.flip(-1)])
-    if device.type == "cuda":
-        both = both.contiguous(memory_format=torch.channels_last)
-    for s in scales:
-        x = both if s == 1.0 else F.interpolate(both, (round(h * s), round(w * s)), mode="bilinear",
-                                                align_corners=False)
-        with autocast(device, amp):
-            out = model.cams(x)
+    for x in inputs:
+        b = x.shape[0]
+        both = torch.cat([x, x.flip(-1)])
+        if both.device.type == "cuda":
+            both = both.contiguous(memory_format=torch.channels_last)
+        with autocast(both.device, amp):
+            out = model.cams(both)
         out = out.float()
         out = out[:b] + out[b:].flip(-1)
         cam = F.interpolate(out, s4, mode="bilinear", align_corners=False)
@@ -70,8 +85,7 @@ def group_by_size(sizes: dict[str, tuple[int, int]], batch: int) -> list[list[st
 def cams_for_batch(model: CAMNet, arrays: list[np.ndarray], labels: list[list[int]], scales: Sequence[float],
                    device: torch.device, amp: bool) -> list[dict[str, np.ndarray]]:
     """Same-size uint8 images [H,W,3] and their positive class ids -> one artefact dict per image."""
-    x = torch.stack([to_tensor(a) for a in arrays]).to(device, non_blocking=True)
-    cam, high = multiscale_cams(model, x, scales, amp=amp)
+    cam, high = multiscale_cams(model, scaled_inputs(arrays, scales, device), arrays[0].shape[:2], amp=amp)
     out = []
     for j, keys in enumerate(labels):
         out.append({
@@ -85,15 +99,13 @@ def cams_for_batch(model: CAMNet, arrays: list[np.ndarray], labels: list[list[in
 def cams_one_by_one(model: CAMNet, image: np.ndarray, keys: list[int], scales: Sequence[float],
                     device: torch.device) -> dict[str, np.ndarray]:
     """The reference formulation (IRNet): one image, one scale at a time. Used by tests and benchmarks."""
-    x = to_tensor(image)[None].to(device)
     h, w = image.shape[:2]
     s4 = strided_size(h, w, 4)
     up16 = (math.ceil(h / 16) * 16, math.ceil(w / 16) * 16)
     cams, highs = [], []
     with torch.no_grad():
         for s in scales:
-            xs = F.interpolate(x, (round(h * s), round(w * s)), mode="bilinear", align_corners=False) \
-                if s != 1.0 else x
+            xs = to_tensor(rescale(image, s))[None].to(device)
             o = model.cams(torch.cat([xs, xs.flip(-1)]))
             o = o[:1] + o[1:].flip(-1)
             cams.append(F.interpolate(o, s4, mode="bilinear", align_corners=False)[0])

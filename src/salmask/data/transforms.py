@@ -8,6 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -33,6 +34,14 @@ def resize(arr: np.ndarray, size_hw: tuple[int, int], nearest: bool = False) -> 
     h, w = size_hw
     interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     return cv2.resize(arr, (max(1, w), max(1, h)), interpolation=interp)
+
+
+def downsample_labels(labels: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """uint8 label map [H,W] -> [h,w] by PIL's nearest neighbour, which samples each output cell's centre
+    (pixel 4i+2 at a factor of 4, as the reference's ``pil_rescale(label, 0.25, 0)``); cv2's nearest takes
+    the cell's first pixel (4i), half a cell off."""
+    h, w = size_hw
+    return np.asarray(Image.fromarray(np.ascontiguousarray(labels)).resize((w, h), Image.NEAREST))
 
 
 def random_scale(rng: np.random.Generator, img: np.ndarray, others: list[tuple[np.ndarray, bool]],

@@ -5,37 +5,47 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salmask.models.backbones import create_backbone, freeze_batchnorm
+from salmask.models.backbones import FixedBNNet, create_backbone
 
 
-def _branch(cin: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, 32, 1, bias=False), nn.GroupNorm(4, 32), nn.ReLU(inplace=True))
+class Branch(nn.Module):
+    """One stage's side branch (IRNet's ``fc_edge*``): 1x1 conv to 32 channels, GroupNorm(4), upsampled by
+    the stage's fixed ``factor`` to stride 4, then ReLU. [B,C,h,w] -> [B,32,h·factor,w·factor]."""
+
+    def __init__(self, cin: int, factor: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, 32, 1, bias=False)
+        self.norm = nn.GroupNorm(4, 32)
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.conv(x))
+        if self.factor > 1:
+            x = F.interpolate(x, scale_factor=self.factor, mode="bilinear", align_corners=False)
+        return F.relu(x)
 
 
-class BoundaryNet(nn.Module):
+class BoundaryNet(FixedBNNet):
     """``forward(x [B,3,H,W]) -> logits [B,1,ceil(H/4),ceil(W/4)]``.
 
-    With ImageNet weights the backbone is frozen, as in the reference: only the five 1x1 branches (to 32
-    channels, GroupNorm(4), ReLU, upsampled to stride 4) and the fusing 1x1 convolution train. Initialised
-    from a CAM classifier trained from scratch (``freeze_backbone=False``) it is fine-tuned too, since
-    such features were never taught anything about edges.
+    The backbone (strides (2,2,2,1), no dilation, as the CAM net) gives five stages at strides 4 (the stem
+    after a 3x3 max-pool, IRNet's stage 1), 4, 8, 16, 16; each branch brings its stage to stride 4, the
+    branches are cropped to the stride-4 grid, concatenated (160 channels) and fused by a 1x1 convolution
+    with bias. With ImageNet weights the backbone is frozen, as in the reference: only the branches and the
+    fusing convolution train. Initialised from a CAM classifier trained from scratch (``freeze_backbone=False``)
+    it is fine-tuned too, since such features were never taught anything about edges.
     """
 
     def __init__(self, backbone: str = "resnet50", pretrained: bool | str = False, freeze_backbone: bool = True):
         super().__init__()
-        self.backbone = create_backbone(backbone, pretrained=pretrained, output_stride=16)
-        self.freeze_backbone = freeze_backbone
+        self.backbone = create_backbone(backbone, pretrained=pretrained, output_stride=16, dilated=False)
+        self.freeze_backbone = self.fixed_bn = freeze_backbone
         for p in self.backbone.parameters():
             p.requires_grad_(not freeze_backbone)
         chans = self.backbone.feature_info.channels()
-        self.branches = nn.ModuleList(_branch(c) for c in chans)
+        strides = [max(4, r) for r in self.backbone.feature_info.reduction()]
+        self.branches = nn.ModuleList(Branch(c, s // 4) for c, s in zip(chans, strides))
         self.fuse = nn.Conv2d(32 * len(chans), 1, 1, bias=True)
-
-    def train(self, mode: bool = True) -> "BoundaryNet":
-        super().train(mode)
-        if self.freeze_backbone:
-            freeze_batchnorm(self.backbone)
-        return self
 
     def load_backbone(self, state: dict[str, torch.Tensor]) -> None:
         """Copy backbone weights from a CAMNet state dict (keys ``backbone.*``); stage-5 keys may be absent."""
@@ -51,8 +61,7 @@ class BoundaryNet(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             feats = self.backbone(x)
         feats[0] = F.max_pool2d(feats[0], 3, 2, 1)  # the stem at stride 2 -> IRNet's stage 1 (after maxpool)
-        outs = [F.interpolate(b(f), (h4, w4), mode="bilinear", align_corners=False)
-                for b, f in zip(self.branches, feats)]
+        outs = [b(f)[..., :h4, :w4] for b, f in zip(self.branches, feats)]
         return self.fuse(torch.cat(outs, 1))
 
     @torch.no_grad()

@@ -7,9 +7,9 @@
   (projected to 48 channels) through two 3×3 convolutions. Logits at stride 4. ``norm="gn"`` swaps
   every BatchNorm of the head for GroupNorm (the backbone keeps its own norms).
 
-Both return logits smaller than the input — ``ceil(H / stride)`` for ResNet-like backbones — so training
-code resizes labels (nearest) or upsamples logits, and inference (:mod:`salmask.seg.inference`)
-upsamples to the input size. Every model has a ``backbone`` attribute; everything else is the head,
+Both return logits smaller than the input — ``ceil(H / stride)`` for ResNet-like backbones; training
+(:mod:`salmask.seg.train`) and inference (:mod:`salmask.seg.inference`) upsample them bilinearly to the
+label / input size. Every model has a ``backbone`` attribute; everything else is the head,
 which is how :func:`param_groups` splits learning rates.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from salmask.errors import ConfigError
-from salmask.models.backbones import create_backbone
+from salmask.models.backbones import FixedBNNet, create_backbone, freeze_batchnorm
 
 V2_RATES = (6, 12, 18, 24)
 V3_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
@@ -48,8 +48,11 @@ class ASPPSum(nn.Module):
         return sum(branch(x) for branch in self.branches)
 
 
-class DeepLabV2(nn.Module):
+class DeepLabV2(FixedBNNet):
     """DeepLab-v2: backbone's last stage -> :class:`ASPPSum`.
+
+    With ImageNet weights the backbone's BatchNorm keeps its statistics and affine parameters (SBE's
+    recipe), fixed from construction on, before any DDP wrapping.
 
     forward: x [B, 3, H, W] -> logits [B, num_classes, ceil(H/s), ceil(W/s)], s = ``output_stride`` (8).
     """
@@ -62,6 +65,9 @@ class DeepLabV2(nn.Module):
         self.backbone = create_backbone(backbone, pretrained=pretrained, output_stride=output_stride,
                                         out_indices=(4,))
         self.head = ASPPSum(self.backbone.feature_info.channels()[-1], num_classes, rates)
+        self.fixed_bn = bool(pretrained)
+        if self.fixed_bn:
+            freeze_batchnorm(self.backbone)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.backbone(x)[-1])
@@ -147,8 +153,8 @@ def msc_logits(model: nn.Module, x: Tensor, scales: Sequence[float] = (0.5, 0.75
 
     x [B, 3, H, W] -> ``[logits(x), logits(x at s) for s in scales, max]``: each at its own size
     [B, K, h_s, w_s], the last the element-wise max of all of them resized to the first one's size.
-    The training loss is the sum of the cross-entropies of every element, each against the labels
-    resized (nearest) to its size.
+    The training loss is the sum of the cross-entropies of every element, each upsampled (bilinear) to
+    the labels' size.
     """
     base = model(x)
     pyramid = [model(F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False))

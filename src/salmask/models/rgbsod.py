@@ -7,13 +7,15 @@ to s4 (coarsest, stride 16) and the edge map are returned as logits at input siz
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from salmask.errors import ConfigError
-from salmask.models.backbones import resolve_pretrained
+from salmask.models.backbones import load_local_weights, resolve_pretrained, timm_name
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 3, dilation: int = 1) -> nn.Sequential:
@@ -91,18 +93,24 @@ class RGBSOD(nn.Module):
         kwargs = dict(encoder_kwargs or {})
         if kwargs.pop("img_size", img_size) != img_size:
             raise ConfigError("encoder_kwargs['img_size'] differs from img_size; pass only img_size")
+        encoder = timm_name(encoder)
         if encoder not in timm.list_models():
             raise ConfigError(f"unknown encoder {encoder!r} (not in timm's registry)")
-        use_pretrained, extra = resolve_pretrained(pretrained)
+        source = resolve_pretrained(pretrained, encoder)
+        # Swin checkpoints need timm's own key filter (relative-position tables), so timm loads those files.
+        via_timm = isinstance(source, Path) and "swin" in encoder
+        extra = {"pretrained_cfg_overlay": {"file": str(source)}} if via_timm else {}
         try:
-            self.encoder = timm.create_model(encoder, pretrained=use_pretrained, features_only=True,
+            self.encoder = timm.create_model(encoder, pretrained=source is True or via_timm, features_only=True,
                                              out_indices=(0, 1, 2, 3), img_size=img_size, **extra, **kwargs)
         except (RuntimeError, OSError) as e:
-            if use_pretrained and not extra:
+            if source is True:
                 raise ConfigError(
                     f"could not fetch ImageNet weights for {encoder!r} ({str(e).splitlines()[0][:120]}); set "
                     f"sod.pretrained to a local checkpoint (a timm Swin .pth) or to false") from None
             raise
+        if isinstance(source, Path) and not via_timm:
+            load_local_weights(self.encoder, source)
         self.img_size = img_size
         # timm's Swin features are NHWC; convolutional backbones would already be NCHW.
         self.nhwc = str(getattr(self.encoder, "output_fmt", "NCHW")).endswith("NHWC")

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from salmask.boundary.crf import crf_enabled, dense_crf
+from salmask.boundary.crf import crf_enabled, crf_labels, dense_crf
+from salmask.errors import ConfigError
 from salmask.io import load_npz, read_image, save_npz, write_png
 from salmask.metrics.confusion import ConfusionMatrix
 from salmask.pipeline import Context, stage
@@ -37,6 +38,28 @@ def scores_to_labels(scores: np.ndarray, keys: np.ndarray, bg_score: float) -> n
     return np.concatenate([[0], keys]).astype(np.uint8)[full.argmax(0)]
 
 
+def labels_to_index(labels: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """uint8 class ids [H,W] -> int64 indices into [background, *keys]."""
+    lut = np.zeros(256, np.int64)
+    lut[np.asarray(keys, np.int64)] = np.arange(1, len(keys) + 1)
+    return lut[labels]
+
+
+def crf_refine(image: np.ndarray, index: np.ndarray, scores: np.ndarray, bg_score: float, unary: str) -> np.ndarray:
+    """Dense-CRF refinement of a pseudo mask, as indices into [background, *keys] -> int64 [H,W].
+
+    ``unary="labels"`` (BES's ``crf_inference_label``): the hard mask trusted with probability 0.7,
+    bilateral sxy 20. ``"scores"`` (salmask's option): the walk's soft scores with the background score,
+    renormalised per pixel, as probabilities; it keeps how sure the walk was.
+    """
+    if unary not in ("labels", "scores"):
+        raise ConfigError(f"walk.crf_unary must be 'labels' or 'scores', got {unary!r}")
+    if unary == "labels":
+        return crf_labels(image, index, n_labels=scores.shape[0] + 1, gt_prob=0.7, sxy_bilateral=20)
+    probs = np.concatenate([np.full((1, *scores.shape[1:]), bg_score, np.float32), scores])
+    return dense_crf(image, probs / probs.sum(0, keepdims=True), sxy_bilateral=20).argmax(0)
+
+
 @stage("make_pseudo", sections=("walk",), needs=("make_cam", "make_boundary"))
 def run_make_pseudo(ctx: Context) -> dict:
     """Pseudo masks: random walk of the stride-4 CAMs bounded by the boundary maps, then argmax with a
@@ -53,9 +76,8 @@ def run_make_pseudo(ctx: Context) -> dict:
         scores = walk_scores(cam["cam"], boundary, hw, w, ctx.device)
         labels = scores_to_labels(scores, cam["keys"], w.bg_score)
         if use_crf:
-            probs = np.concatenate([np.full((1, *hw), w.bg_score, np.float32), scores])
-            refined = dense_crf(read_image(images.image_path(i)), probs / probs.sum(0, keepdims=True),
-                                sxy_bilateral=20).argmax(0)
+            refined = crf_refine(read_image(images.image_path(i)), labels_to_index(labels, cam["keys"]), scores,
+                                 w.bg_score, w.crf_unary)
             write_png(out / "crf" / f"{i}.png", np.concatenate([[0], cam["keys"]]).astype(np.uint8)[refined],
                       images.meta.palette)
         save_npz(out / "scores" / f"{i}.npz", keys=cam["keys"], scores=scores.astype(np.float16))

@@ -11,7 +11,6 @@ from torch.utils.data import Dataset
 from salmask.data import transforms as T
 from salmask.data.meta import IGNORE_INDEX
 from salmask.io import read_image, read_mask
-from salmask.models.backbones import freeze_batchnorm
 from salmask.models.deeplab import build_segmenter, msc_logits, param_groups
 from salmask.utils.train import fit, load_checkpoint, make_loader, save_checkpoint, seed_everything, wrap_ddp
 
@@ -53,7 +52,6 @@ def train_seg(ids: list[str], image_path, mask_dir: Path, num_classes: int, cfg,
     model = build_model(cfg, num_classes, cfg.pretrained).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    frozen_bn = cfg.arch == "deeplabv2" and bool(cfg.pretrained)
     ds = SegDataset(ids, image_path, mask_dir, num_classes, cfg.crop, tuple(cfg.scale))
     loader = make_loader(ds, cfg.batch_size, seed=seed, num_workers=num_workers)
     optimizer = torch.optim.SGD(param_groups(model, cfg.lr), lr=cfg.lr, momentum=cfg.momentum,
@@ -62,8 +60,6 @@ def train_seg(ids: list[str], image_path, mask_dir: Path, num_classes: int, cfg,
     multi_scale = cfg.arch == "deeplabv2"
 
     def step(m, batch):
-        if frozen_bn:
-            freeze_batchnorm(model.backbone)  # SBE's v2 recipe keeps ImageNet BN statistics
         x, y = (t.to(device, non_blocking=True) for t in batch)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)

@@ -44,14 +44,14 @@ Algorithm 1 (``mode="sep"``)
     every single-class mask whose binarised saliency overlaps its foreground.
 
 α* form (``mode="alpha"``)
-    α*_k = o_k + n*_c, set to 0 when below tau, then clipped to [0, 1]. α* = 0 leaves the mask as it is;
+    α*_k = o_k + n*_c, set to 0 unless above tau (the same strict ">" as Algorithm 1), then clipped to [0, 1]. α* = 0 leaves the mask as it is;
     otherwise P_final = argmax over (background, c) of (1 - α*)·P_CAM + α*·P_S with P_S = (1 - S, S) and
     P_CAM = (1 - A, A), A = the soft map's scores of c or, without soft maps, the hard pseudo mask
     (A = 1 on fg(P_k), 0 on background, 0.5 on ignore: undecided, so S decides there). Both are two-way
     distributions, so P_final = c where (1 - α*)·A + α*·S > 0.5, else 0 (ties go to background).
-    Default tau = 1 + t0 = 1.4 makes α* either 0 or 1: "replace by S > 0.5 iff o_k >= 1.4 - n*_c", which
-    agrees with Algorithm 1 for the most salient class (o > 0.4) and asks o >= 0.6 (= t0 + t1) of a class
-    at n*_c = 0.8. A tau below 1 gives true soft fusion, for α* in [tau, 1).
+    Default tau = 1 + t0 = 1.4 makes α* either 0 or 1: "replace by S > 0.5 iff o_k > 1.4 - n*_c", which
+    agrees with Algorithm 1 for the most salient class (o > 0.4, ties not replaced in either form) and asks
+    o > 0.6 (= t0 + t1) of a class at n*_c = 0.8. A tau below 1 gives true soft fusion, for α* in (tau, 1).
 
 Outputs
 -------
@@ -147,9 +147,10 @@ def replacement(sal_bin: np.ndarray, cls: int) -> np.ndarray:
 
 
 def alpha_star(o: float, n_star: float | None, tau: float) -> float:
-    """α* = o + n*_c, 0 when below ``tau``, clipped to [0, 1] (n*_c = None counts as 0)."""
+    """α* = o + n*_c, 0 unless above ``tau`` (strictly, as Algorithm 1's o > t0), clipped to [0, 1]
+    (n*_c = None counts as 0)."""
     a = o + (n_star or 0.0)
-    return 0.0 if a < tau else min(a, 1.0)
+    return 0.0 if a <= tau else min(a, 1.0)
 
 
 def fuse(mask: np.ndarray, sal: np.ndarray, cls: int, alpha: float,

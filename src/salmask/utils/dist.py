@@ -59,3 +59,12 @@ def broadcast_flag(flag: bool) -> bool:
     t = torch.tensor([int(flag)])
     dist.broadcast(t, src=0)
     return bool(t.item())
+
+
+def gather_float(x: float) -> list[float]:
+    """Every rank's value of ``x`` (float64), in rank order."""
+    if not dist.is_initialized():
+        return [x]
+    out = [torch.zeros(1, dtype=torch.float64) for _ in range(world_size())]
+    dist.all_gather(out, torch.tensor([x], dtype=torch.float64))
+    return [float(t.item()) for t in out]

@@ -184,4 +184,20 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
     bar.close()
     if writer is not None:
         writer.close()
+    check_ranks_agree(unwrap(model), desc)
     return history
+
+
+def check_ranks_agree(model: nn.Module, desc: str) -> None:
+    """Under DDP, fail loudly if the ranks' trainable weights differ at the end of training (a parameter
+    outside DDP's reduction, a rank-dependent branch); logs the checksum on every rank."""
+    if dist.world_size() <= 1:
+        return
+    from salmask.utils.log import logger
+
+    with torch.no_grad():
+        checksum = float(sum((p.double() * (1 + i)).sum() for i, p in enumerate(model.parameters())))
+    sums = dist.gather_float(checksum)
+    if len(set(sums)) > 1:
+        raise SalmaskError(f"{desc}: the {len(sums)} ranks ended with different weights (checksums {sums})")
+    logger.info("%s: weights identical on %d ranks (checksum %.17g)", desc, len(sums), checksum)
