@@ -1,8 +1,8 @@
 """The seed's RGB-SOD saliency network (SPEC §3 ``rgbsod``) and its losses.
 
-Swin encoder (four stages, strides 4/8/16/32) → per-stage 1×1 reductions R1–R4 → an edge-aware module that
-gates the deeper stages by a pooled stage-1 vector and predicts an edge map → four phase-aware (PATM)
-decoder blocks, top-down, each upsampling ×2 with a transposed convolution. Side outputs s1 (finest, stride 2)
+Swin or EfficientNet-Lite encoder (four stages, strides 4/8/16/32) → per-stage 1×1 reductions R1–R4 → an
+edge-aware module that gates the deeper stages by a pooled stage-1 vector and predicts an edge map → four
+phase-aware (PATM) decoder blocks, top-down, each upsampling ×2 with a transposed convolution. Side outputs s1 (finest, stride 2)
 to s4 (coarsest, stride 16) and the edge map are returned as logits at input size.
 """
 from __future__ import annotations
@@ -14,6 +14,9 @@ from torch import nn
 
 from salmask.errors import ConfigError
 from salmask.models.backbones import resolve_pretrained
+
+LITE_ENCODERS = tuple(f"tf_efficientnet_lite{k}" for k in range(5))
+"""Convolutional encoders beside Swin: timm's EfficientNet-Lite with TF "same" padding."""
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 3, dilation: int = 1) -> nn.Sequential:
@@ -78,7 +81,8 @@ class PhaseAwareBlock(nn.Module):
 
 
 class RGBSOD(nn.Module):
-    """Swin encoder + edge-aware module + PATM decoder; see the module docstring.
+    """Swin (or EfficientNet-Lite, :data:`LITE_ENCODERS`) encoder + edge-aware module + PATM decoder; see the
+    module docstring.
 
     ``encoder_kwargs`` are passed to ``timm.create_model`` (e.g. a tiny Swin for CPU tests:
     ``dict(embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6), window_size=4)`` with img_size=64).
@@ -94,17 +98,21 @@ class RGBSOD(nn.Module):
         if encoder not in timm.list_models():
             raise ConfigError(f"unknown encoder {encoder!r} (not in timm's registry)")
         use_pretrained, extra = resolve_pretrained(pretrained)
+        # Swin's four stages are strides 4..32 and its windows are built for img_size; an EfficientNet's
+        # feature 0 is its stride-2 stem, and it takes any input size.
+        layout = dict(out_indices=(1, 2, 3, 4)) if encoder in LITE_ENCODERS else \
+            dict(out_indices=(0, 1, 2, 3), img_size=img_size)
         try:
             self.encoder = timm.create_model(encoder, pretrained=use_pretrained, features_only=True,
-                                             out_indices=(0, 1, 2, 3), img_size=img_size, **extra, **kwargs)
+                                             **layout, **extra, **kwargs)
         except (RuntimeError, OSError) as e:
             if use_pretrained and not extra:
                 raise ConfigError(
                     f"could not fetch ImageNet weights for {encoder!r} ({str(e).splitlines()[0][:120]}); set "
-                    f"sod.pretrained to a local checkpoint (a timm Swin .pth) or to false") from None
+                    f"sod.pretrained to a local checkpoint (a timm .pth of that encoder) or to false") from None
             raise
         self.img_size = img_size
-        # timm's Swin features are NHWC; convolutional backbones would already be NCHW.
+        # timm's Swin features are NHWC; convolutional encoders' are NCHW.
         self.nhwc = str(getattr(self.encoder, "output_fmt", "NCHW")).endswith("NHWC")
         widths = self.encoder.feature_info.channels()
         c = decoder_channels
