@@ -214,6 +214,25 @@ def test_encoder_loads_a_local_checkpoint(tmp_path):
     torch.testing.assert_close(loaded, swin.state_dict()["layers.3.blocks.0.attn.qkv.weight"])
 
 
+def test_efficientnet_lite_encoder(tmp_path):
+    torch.manual_seed(0)
+    model = RGBSOD("tf_efficientnet_lite0", img_size=S, decoder_channels=16).eval()
+    x = torch.randn(2, 3, S, S)
+    feats = model.encode(x)
+    assert [f.shape[1] for f in feats] == [24, 40, 112, 320]
+    assert [f.shape[-1] for f in feats] == [S // 4, S // 8, S // 16, S // 32]
+    with torch.no_grad():
+        out = model(x)
+    assert all(s.shape == (2, 1, S, S) for s in out["side"]) and out["edge"].shape == (2, 1, S, S)
+    # A checkpoint path goes through the shared resolver onto timm's layout.
+    torch.manual_seed(3)
+    lite = timm.create_model("tf_efficientnet_lite0")
+    torch.save(lite.state_dict(), tmp_path / "lite0.pth")
+    loaded = RGBSOD("tf_efficientnet_lite0", img_size=S, decoder_channels=16, pretrained=str(tmp_path / "lite0.pth"))
+    torch.testing.assert_close(loaded.encoder.state_dict()["blocks.5.0.conv_pw.weight"],
+                               lite.state_dict()["blocks.5.0.conv_pw.weight"])
+
+
 def test_swin_base_224_forward():
     start = time.perf_counter()
     model = RGBSOD(pretrained=False).eval()

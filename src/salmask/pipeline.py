@@ -137,7 +137,7 @@ def _safe_hash(path: Path) -> str | None:
 
 
 PATH_KEYS = ("work_dir", "dataset.root", "dataset.labels", "dataset.images", "dataset.masks", "saliency.dir",
-             "sod.data_root", "sod.test_root")
+             "saliency.model", "sod.data_root", "sod.test_root")
 
 
 def absolute_paths(cfg: DictConfig) -> DictConfig:

@@ -1,8 +1,8 @@
 """The seed's RGB-SOD saliency network (SPEC §3 ``rgbsod``) and its losses.
 
-Swin encoder (four stages, strides 4/8/16/32) → per-stage 1×1 reductions R1–R4 → an edge-aware module that
-gates the deeper stages by a pooled stage-1 vector and predicts an edge map → four phase-aware (PATM)
-decoder blocks, top-down, each upsampling ×2 with a transposed convolution. Side outputs s1 (finest, stride 2)
+Swin or EfficientNet-Lite encoder (four stages, strides 4/8/16/32) → per-stage 1×1 reductions R1–R4 → an
+edge-aware module that gates the deeper stages by a pooled stage-1 vector and predicts an edge map → four
+phase-aware (PATM) decoder blocks, top-down, each upsampling ×2 with a transposed convolution. Side outputs s1 (finest, stride 2)
 to s4 (coarsest, stride 16) and the edge map are returned as logits at input size.
 """
 from __future__ import annotations
@@ -15,7 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from salmask.errors import ConfigError
-from salmask.models.backbones import load_local_weights, resolve_pretrained, timm_name
+from salmask.models.backbones import (adapt_input_normalisation, load_local_weights, resolve_pretrained,
+                                      timm_name)
+
+LITE_ENCODERS = tuple(f"tf_efficientnet_lite{k}" for k in range(5))
+"""Convolutional encoders beside Swin: timm's EfficientNet-Lite with TF "same" padding."""
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 3, dilation: int = 1) -> nn.Sequential:
@@ -80,7 +84,8 @@ class PhaseAwareBlock(nn.Module):
 
 
 class RGBSOD(nn.Module):
-    """Swin encoder + edge-aware module + PATM decoder; see the module docstring.
+    """Swin (or EfficientNet-Lite, :data:`LITE_ENCODERS`) encoder + edge-aware module + PATM decoder; see the
+    module docstring.
 
     ``encoder_kwargs`` are passed to ``timm.create_model`` (e.g. a tiny Swin for CPU tests:
     ``dict(embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6), window_size=4)`` with img_size=64).
@@ -100,19 +105,24 @@ class RGBSOD(nn.Module):
         # Swin checkpoints need timm's own key filter (relative-position tables), so timm loads those files.
         via_timm = isinstance(source, Path) and "swin" in encoder
         extra = {"pretrained_cfg_overlay": {"file": str(source)}} if via_timm else {}
+        # Swin's four stages are strides 4..32 and its windows are built for img_size; an EfficientNet's
+        # feature 0 is its stride-2 stem, and it takes any input size.
+        layout = dict(out_indices=(1, 2, 3, 4)) if encoder in LITE_ENCODERS else \
+            dict(out_indices=(0, 1, 2, 3), img_size=img_size)
         try:
             self.encoder = timm.create_model(encoder, pretrained=source is True or via_timm, features_only=True,
-                                             out_indices=(0, 1, 2, 3), img_size=img_size, **extra, **kwargs)
+                                             **layout, **extra, **kwargs)
         except (RuntimeError, OSError) as e:
             if source is True:
                 raise ConfigError(
                     f"could not fetch ImageNet weights for {encoder!r} ({str(e).splitlines()[0][:120]}); set "
-                    f"sod.pretrained to a local checkpoint (a timm Swin .pth) or to false") from None
+                    f"sod.pretrained to a local checkpoint (a timm .pth of that encoder) or to false") from None
             raise
         if isinstance(source, Path) and not via_timm:
             load_local_weights(self.encoder, source)
+        adapt_input_normalisation(self.encoder)
         self.img_size = img_size
-        # timm's Swin features are NHWC; convolutional backbones would already be NCHW.
+        # timm's Swin features are NHWC; convolutional encoders' are NCHW.
         self.nhwc = str(getattr(self.encoder, "output_fmt", "NCHW")).endswith("NHWC")
         widths = self.encoder.feature_info.channels()
         c = decoder_channels

@@ -1,13 +1,15 @@
 """Stages ``train_sod``, ``saliency`` and ``eval_sod``: one saliency map in [0,1] per image.
 
 Sources: ``precomputed`` (grayscale PNGs, SBE's ``{voc_root}/Sal/{id}.png`` by default), ``classic``
-(MB+ minimum-barrier saliency, no weights) and ``rgbsod`` (the seed's network, trained by ``train_sod``).
+(MB+ minimum-barrier saliency, no weights), ``rgbsod`` (the seed's network, trained by ``train_sod``) and
+``onnx`` (a pretrained ONNX salient-object model such as U²-NetP, ``saliency.model``).
 Maps are written as ``saliency/{id}.png`` at the image's size. An all-zero map is kept and listed in the
 manifest (``all_zero``); SBE's saliency steps are then skipped for that image.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -66,6 +68,41 @@ def run_train_sod(ctx: Context) -> dict:
     return {"epochs": len(history), "final_loss": history[-1]["loss"] if history else None}
 
 
+SOURCES = ("precomputed", "classic", "rgbsod", "onnx")
+Predict = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+def predictor(ctx: Context, source: str) -> tuple[Predict, int]:
+    """A model source as (RGB uint8 images [H,W,3] → maps float32 [H,W] in [0,1], images per call)."""
+    if source == "rgbsod":
+        from salmask.saliency.rgbsod import predict_batch
+
+        model = load_rgbsod(ctx)
+        return (lambda arrays: predict_batch(model, arrays, img_size=ctx.cfg.sod.img_size, device=ctx.device)), 16
+    if source == "onnx":
+        from salmask.saliency.onnx_sod import onnx_from_config
+
+        model = onnx_from_config(ctx.cfg.saliency, ctx.device)
+        return model.predict, model.batch_size
+    if source == "classic":
+        from salmask.saliency.classic import classic_saliency
+
+        method = ctx.cfg.saliency.classic_method
+        return (lambda arrays: [classic_saliency(a, method=method) for a in arrays]), 1
+    raise ConfigError(f"saliency.source {source!r} is not one of {', '.join(SOURCES)}")
+
+
+def predict_files(ids: Sequence[str], path_of: Callable[[str], Path], predict: Predict, batch: int,
+                  desc: str = "saliency") -> Iterator[tuple[str, np.ndarray]]:
+    """(id, map) for each id, ``batch`` images per call while the next ones load, with a progress bar."""
+    bar = progress_bar(desc, total=len(ids))
+    chunks = [list(ids[j:j + batch]) for j in range(0, len(ids), batch)]
+    for chunk, arrays in prefetch(chunks, lambda c: [read_image(path_of(i)) for i in c]):
+        yield from zip(chunk, predict(arrays))
+        bar.update(len(chunk))
+    bar.close()
+
+
 def _precomputed_dir(ctx: Context, images) -> Path:
     if ctx.cfg.saliency.dir:
         return Path(ctx.cfg.saliency.dir).expanduser()
@@ -83,25 +120,7 @@ def run_saliency(ctx: Context) -> dict:
     ids = todo(images.ids, lambda i: out / f"{i}.png")
     flags = {"all_zero": [], "missing": []}
     zb = ctx.cfg.saliency.zero_below
-    if src == "rgbsod":
-        from salmask.saliency.rgbsod import predict_batch
-
-        model = load_rgbsod(ctx)
-        bar = progress_bar("saliency", total=len(ids))
-        chunks = [ids[j:j + 16] for j in range(0, len(ids), 16)]
-        load = lambda chunk: [read_image(images.image_path(i)) for i in chunk]  # noqa: E731
-        for chunk, arrays in prefetch(chunks, load):
-            for i, m in zip(chunk, predict_batch(model, arrays, img_size=ctx.cfg.sod.img_size, device=ctx.device)):
-                _write(out, i, m, flags, zb)
-            bar.update(len(chunk))
-        bar.close()
-    elif src == "classic":
-        from salmask.saliency.classic import classic_saliency
-
-        for i in loop(ids, "saliency"):
-            _write(out, i, classic_saliency(read_image(images.image_path(i)),
-                                            method=ctx.cfg.saliency.classic_method), flags, zb)
-    elif src == "precomputed":
+    if src == "precomputed":
         folder = _precomputed_dir(ctx, images)
         for i in loop(ids, "saliency"):
             path = folder / f"{i}.png"
@@ -120,7 +139,9 @@ def run_saliency(ctx: Context) -> dict:
                                        f"image's {hw[1]}x{hw[0]}")
             _write(out, i, sal, flags, zb)
     else:
-        raise ConfigError(f"saliency.source {src!r} is not one of precomputed, classic, rgbsod")
+        predict, batch = predictor(ctx, src)
+        for i, m in predict_files(ids, images.image_path, predict, batch):
+            _write(out, i, m, flags, zb)
     return {"images": len(images.ids), "source": src,
             "all_zero": _gather(out, "all_zero", flags["all_zero"]),
             "missing": _gather(out, "missing", flags["missing"])}
@@ -151,31 +172,25 @@ def _gather(out: Path, name: str, items: list[str]) -> list[str]:
 @stage("eval_sod", sections=("saliency", "sod"), needs=("train_sod",),
        enabled=lambda cfg: cfg.dataset.kind == "synthetic" or bool(cfg.sod.test_root))
 def run_eval_sod(ctx: Context) -> dict:
-    """SOD metrics (MAE, F, S, E) of the classic source and, when trained, the RGB-SOD network."""
+    """SOD metrics (MAE, F, S, E) of the classic source and of the configured model source (RGB-SOD, ONNX)."""
     from salmask.data.duts import list_duts_pairs
     from salmask.metrics.sod import score_sod_folders
-    from salmask.saliency.classic import classic_saliency
 
     _, test_root = sod_roots(ctx)
     if test_root is None:
         raise ConfigError("eval_sod needs sod.test_root (a DUTS-layout folder)")
     pairs = list_duts_pairs(test_root)
-    sources = ["classic"] + (["rgbsod"] if ctx.cfg.saliency.source == "rgbsod" else [])
+    model_source = ctx.cfg.saliency.source
+    sources = ["classic"] + ([model_source] if model_source in ("rgbsod", "onnx") else [])
+    by_id = {p[0].stem: p[0] for p in pairs}
     metrics = {}
     for src in sources:
         folder = ctx.dir() / src
-        mine = todo([p[0].stem for p in pairs], lambda i: folder / f"{i}.png")
-        by_id = {p[0].stem: p[0] for p in pairs}
-        if src == "rgbsod":
-            from salmask.saliency.rgbsod import predict_batch
-
-            model = load_rgbsod(ctx)
-            arrays = [read_image(by_id[i]) for i in mine]
-            maps = predict_batch(model, arrays, img_size=ctx.cfg.sod.img_size, device=ctx.device)
-        else:
-            maps = [classic_saliency(read_image(by_id[i]), method=ctx.cfg.saliency.classic_method) for i in mine]
-        for i, m in zip(mine, maps):
-            write_gray(folder / f"{i}.png", m)
+        mine = todo(list(by_id), lambda i: folder / f"{i}.png")
+        if mine:
+            predict, batch = predictor(ctx, src)
+            for i, m in predict_files(mine, by_id.__getitem__, predict, batch, desc=f"eval_sod {src}"):
+                write_gray(folder / f"{i}.png", m)
         dist.barrier()
         metrics[src] = {k: v for k, v in score_sod_folders(folder, test_root / "Masks").items()}
         logger.info("eval_sod %-8s %s", src, "  ".join(f"{k}={v:.4f}" for k, v in metrics[src].items()
