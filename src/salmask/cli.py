@@ -83,10 +83,10 @@ def _cmd_bench(a: argparse.Namespace) -> None:
 def _cmd_prepare(a: argparse.Namespace) -> None:
     from salmask.utils.log import setup_logging
 
-    setup_logging()
     if a.dataset == "voc":
         from salmask.data.prepare import prepare_voc
 
+        setup_logging()
         prepare_voc(a.voc, a.sbd, force=a.force)
     else:
         import torch
@@ -94,7 +94,8 @@ def _cmd_prepare(a: argparse.Namespace) -> None:
         from salmask.data.prepare import prepare_coco
         from salmask.utils import dist
 
-        dist.init_distributed(torch.device("cpu"))
+        dist.init_distributed(torch.device("cpu"))  # under torchrun, ranks share the rasterising
+        setup_logging()
         prepare_coco(a.root, a.work_dir, [s.strip() for s in a.splits.split(",") if s.strip()])
 
 

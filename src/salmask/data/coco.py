@@ -23,6 +23,7 @@ import io
 import json
 import shutil
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -153,7 +154,7 @@ class CocoCache:
     def annotations(self) -> Path:
         return annotation_file(self.root, self.split)
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Fingerprint of the annotation file and of :data:`RULE` (10 hex digits)."""
         path = self.annotations
@@ -163,7 +164,7 @@ class CocoCache:
         ident = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, RULE])
         return hashlib.sha1(ident.encode()).hexdigest()[:10]
 
-    @property
+    @cached_property
     def dir(self) -> Path:
         return self.work_dir / "cache" / "coco" / f"{self.split}2014-{self.key}"
 
