@@ -326,3 +326,15 @@ def test_quick_pipeline_on_coco_json(tmp_path, capsys):
         assert 0.0 <= m["mIoU"] <= 100.0 and np.isfinite(m["mIoU"])
         assert list(m["per_class"]) == list(COCO.classes)
     assert read_mask(work / "infer_seg" / "val" / f"{name('val', 1)}.png").shape == (64, 64)
+
+
+def test_bench_coco_rows():
+    from salmask import bench
+
+    bench.benchmarks_dir()
+    from benchmarks import bench_coco
+
+    rows = bench_coco.run(images=3, repeats=1)
+    assert [r["images"] for r in rows] == [3, 3, 3]
+    assert rows[0]["max_abs_diff"] == 0.0  # rasterised masks and their PNGs agree pixel for pixel
+    assert all(r["images_per_s"] > 0 and r["ref_images_per_s"] > 0 for r in rows)
