@@ -113,6 +113,25 @@ def _cmd_bench(a: argparse.Namespace) -> None:
     run_bench(quick=a.quick, json_out=a.json, device=a.device)
 
 
+def _cmd_prepare(a: argparse.Namespace) -> None:
+    from salmask.utils.log import setup_logging
+
+    if a.dataset == "voc":
+        from salmask.data.prepare import prepare_voc
+
+        setup_logging()
+        prepare_voc(a.voc, a.sbd, force=a.force)
+    else:
+        import torch
+
+        from salmask.data.prepare import prepare_coco
+        from salmask.utils import dist
+
+        dist.init_distributed(torch.device("cpu"))  # under torchrun, ranks share the rasterising
+        setup_logging()
+        prepare_coco(a.root, a.work_dir, [s.strip() for s in a.splits.split(",") if s.strip()])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="salmask", description="Saliency-guided pseudo masks for WSSS.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -170,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--work-dir", default="work/demo")
     sh.add_argument("--out")
     sh.set_defaults(fn=_cmd_show)
+
+    pr = sub.add_parser("prepare", help="turn official dataset downloads into what salmask reads")
+    prs = pr.add_subparsers(dest="dataset", required=True)
+    pv = prs.add_parser("voc", help="SegmentationClassAug/ and train_aug.txt from VOC 2012 + SBD")
+    pv.add_argument("--voc", required=True, help="VOC2012 folder (or the folder holding VOCdevkit/)")
+    pv.add_argument("--sbd", required=True, help="SBD's benchmark_RELEASE folder (or its dataset/)")
+    pv.add_argument("--force", action="store_true", help="rewrite a folder that is not marked complete")
+    pc = prs.add_parser("coco", help="index and rasterised mask cache from the COCO 2014 JSON annotations")
+    pc.add_argument("--root", required=True, help="folder holding annotations/ and train2014/ val2014/")
+    pc.add_argument("--work-dir", default="work/coco", help="the work directory of the runs (default: the "
+                                                            "coco preset's)")
+    pc.add_argument("--splits", default="train,val")
+    pr.set_defaults(fn=_cmd_prepare)
 
     b = sub.add_parser("bench", help="throughput / memory / speed-up against reference formulations")
     b.add_argument("--quick", action="store_true")

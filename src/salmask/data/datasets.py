@@ -144,27 +144,47 @@ def voc_split(root: str | Path, split: str, meta: DatasetMeta = VOC, label_cache
     return ImageSet(meta, ids, image_path, mask_path, labels, base)
 
 
+COCO_MASK_DIRS = ("SegmentationClass/{split}2014", "SegmentationClass/{split}", "mask/{split}2014")
+
+
 def coco_split(root: str | Path, split: str, meta: DatasetMeta = COCO, label_cache: Path | None = None,
-               need_labels: bool = True) -> ImageSet:
-    """COCO 2014 with VOC-style masks: ``{root}/{split}2014/*.jpg`` and masks in
-    ``{root}/SegmentationClass/{split}2014/`` (or ``{root}/mask/{split}2014/``); ids from
-    ``{root}/ImageSets/{split}.txt`` when present, else every image of the folder."""
+               need_labels: bool = True, work_dir: Path | None = None) -> ImageSet:
+    """COCO 2014. When ``{root}/annotations/instances_{split}2014.json`` exists: the official annotations,
+    labels from them, masks rasterised into a cache under ``work_dir`` (:mod:`salmask.data.coco`).
+    Otherwise VOC-style PNGs: images in ``{root}/{split}2014/`` (or ``{root}/JPEGImages/{split}/``), masks
+    in ``{root}/SegmentationClass/{split}2014/`` (or ``SegmentationClass/{split}/``, ``mask/{split}2014/``),
+    labels from the masks; ids from ``{root}/ImageSets/{split}.txt`` when present, else every image."""
+    from salmask.data import coco
+
     root = Path(root).expanduser()
-    img_dir = root / f"{split}2014"
-    if not img_dir.is_dir():
-        raise InputError(img_dir, "COCO image folder not found")
+    if coco.annotation_file(root, split).is_file():
+        if work_dir is None:
+            raise ConfigError("COCO from its JSON annotations needs a work directory for the mask cache")
+        return _coco_json_split(root, split, meta, work_dir)
+    img_dir = coco.image_dir(root, split)
     listing = root / "ImageSets" / f"{split}.txt"
     ids = read_id_list(listing) if listing.is_file() else sorted(p.stem for p in img_dir.glob("*.jpg"))
-    mask_dir = next((d for d in (root / "SegmentationClass" / f"{split}2014", root / "mask" / f"{split}2014")
-                     if d.is_dir()), None)
+    mask_dir = next((root / d.format(split=split) for d in COCO_MASK_DIRS
+                     if (root / d.format(split=split)).is_dir()), None)
 
     def mask_path(i: str) -> Path | None:
         return mask_dir / f"{i}.png" if mask_dir is not None else None
 
-    labels = _labels_from_masks(ids, mask_path, meta, label_cache) if need_labels and mask_dir else {}
     if need_labels and mask_dir is None:
-        raise InputError(root / "SegmentationClass" / f"{split}2014", "COCO mask folder not found")
+        raise InputError(root / "SegmentationClass" / f"{split}2014",
+                         f"COCO mask folder not found, nor {coco.ANNOTATIONS.format(split=split)}")
+    labels = _labels_from_masks(ids, mask_path, meta, label_cache) if need_labels else {}
     return ImageSet(meta, ids, lambda i: img_dir / f"{i}.jpg", mask_path, labels, root)
+
+
+def _coco_json_split(root: Path, split: str, meta: DatasetMeta, work_dir: Path) -> ImageSet:
+    from salmask.data.coco import CocoCache, image_dir
+
+    cache = CocoCache(root, split, work_dir)
+    images = cache.index()["images"]
+    folder = image_dir(root, split)
+    labels = {i: list(v["labels"]) for i, v in images.items()}
+    return ImageSet(meta, list(images), lambda i: folder / images[i]["file"], cache.mask_path, labels, root)
 
 
 def read_label_file(path: Path, meta: DatasetMeta) -> dict[str, list[int]]:
@@ -234,7 +254,7 @@ def _build_split(cfg: DictConfig, split: str, work_dir: Path, need_labels: bool)
     if d.kind == "coco":
         if not d.root:
             raise ConfigError("dataset.root is not set (the folder holding train2014/ and val2014/)")
-        return coco_split(d.root, split, COCO, cache, need_labels)
+        return coco_split(d.root, split, COCO, cache, need_labels, work_dir)
     if d.kind == "synthetic":
         from salmask.data.synthetic import read_info
 
