@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from salmask.errors import ConfigError
 
-PRESETS = ("demo", "voc", "voc_v3plus", "coco")
+PRESETS = ("demo", "voc", "voc_cpu", "voc_v3plus", "coco")
 FREE_FORM = ("sod.encoder_kwargs",)
 STRING_OR_BOOL = ("cam.pretrained", "sod.pretrained", "boundary.pretrained", "seg.pretrained")  # or a checkpoint path  # passed through to timm as they are
 
