@@ -12,7 +12,12 @@ from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
 
 
-@stage("train_cam", sections=("cam",), needs=("generate",))
+TRAIN_KEYS = tuple(f"cam.{k}" for k in ("backbone", "pretrained", "batch_size", "epochs", "crop", "resize_long",
+                                          "lr", "momentum", "weight_decay", "attention_k"))
+"""What the classifier's weights depend on; inference scales and evaluation thresholds are not among them."""
+
+
+@stage("train_cam", sections=TRAIN_KEYS, needs=("generate",))
 def run_train_cam(ctx: Context) -> dict:
     """Train the CAM classifier on image-level labels."""
     images = ctx.split("train_split")
