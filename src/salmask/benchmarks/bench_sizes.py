@@ -1,6 +1,6 @@
 """Boundary-label synthesis speed and artefact sizes, on synthetic VOC-sized CAM-like maps.
 
-    PYTHONPATH=src python -m benchmarks.bench_sizes [--quick]
+    python -m salmask.benchmarks.bench_sizes [--quick]
 
 The maps imitate real CAMs (a few blobs plus noise on the stride-16 grid, upsampled bilinearly as
 CAM inference does), because random noise would not compress like real artefacts do.
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from salmask.bench import VOC_SIZE, format_table, median_seconds, rss_growth, subprocess_peak_bytes, timed_row
+from salmask.benchmarks.common import VOC_SIZE, format_table, median_seconds, rss_growth, subprocess_peak_bytes, timed_row
 from salmask.boundary.labels import (BG, BOUNDARY_FG_BG, BOUNDARY_FG_FG, FG, IGNORE, UNCERTAIN, confident_map,
                                      synthesize)
 from salmask.data.meta import voc_palette
@@ -130,7 +130,7 @@ def run_synthesis(quick: bool = False, *, size: tuple[int, int] = VOC_SIZE, imag
         fn()
     seconds, results = median_seconds(methods, "cpu", repeats)
     differing = max(float((a != b).mean()) for a, b in zip(results["ours"], results["ref"], strict=True))
-    peaks = {name: subprocess_peak_bytes("benchmarks.bench_sizes:peak_child", method=name, height=size[0],
+    peaks = {name: subprocess_peak_bytes("salmask.benchmarks.bench_sizes:peak_child", method=name, height=size[0],
                                          width=size[1]) if measure_memory else None for name in methods}
     common = dict(repeats=repeats, height=size[0], width=size[1])
     case = f"{images}x{size[1]}x{size[0]}, 2 classes, window 13"
@@ -138,7 +138,7 @@ def run_synthesis(quick: bool = False, *, size: tuple[int, int] = VOC_SIZE, imag
         timed_row("boundary", case + ", no saliency", "cpu", images, seconds, peaks, differing,
                   "fraction of pixels differing",
                   ours="integral-image counts of present classes (boundary.labels.synthesize)",
-                  reference="avg_pool2d per class over 20 classes + sort (BES, benchmarks.bench_sizes.bes_labels)",
+                  reference="avg_pool2d per class over 20 classes + sort (BES, salmask.benchmarks.bench_sizes.bes_labels)",
                   **common),
         timed_row("boundary", case + ", with saliency (SBE)", "cpu", images,
                   {"ours": seconds["ours+saliency"]}, {"ours": peaks["ours+saliency"]}, None, "",

@@ -1,6 +1,6 @@
 """The sparse random walk against the references' dense one: time, peak memory, agreement.
 
-    PYTHONPATH=src python -m benchmarks.bench_walk [--quick] [--device cuda]
+    python -m salmask.benchmarks.bench_walk [--quick] [--device cuda]
 
 Both run in this process for timing, on the same inputs (C = 3 channels, β = 5, exp_times = 8,
 radius 5). Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above what was allocated
@@ -10,16 +10,12 @@ just before it, Linux /proc) in a fresh subprocess per method, so neither run hi
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-from benchmarks.reference_walk import dense_propagate
+from salmask.benchmarks.common import cuda_peak_bytes, rss_growth, subprocess_peak_bytes
+from salmask.benchmarks.reference_walk import dense_propagate
 from salmask.refine.random_walk import propagate, transition_operator
 
 SIZES = [(12, 17), (24, 32), (47, 63), (63, 84), (94, 125)]
@@ -52,41 +48,21 @@ def _timed_ms(fn, *args, device: str, repeats: int) -> tuple[float, torch.Tensor
     return best * 1e3, result
 
 
-def _cuda_peak_bytes(fn, *args, device: str) -> int:
-    torch.cuda.synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn(*args)
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - before
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith(field + ":"))
-    return int(line.split()[1]) * 1024  # kB
-
-
-def _peak_rss_child(name: str, h: int, w: int, channels: int) -> None:
-    """Run one method once in this (fresh) process and print its resident-set growth as JSON."""
-    fn = _method(name)
+def peak_child(method: str, height: int, width: int, channels: int) -> int:
+    """In a fresh process: resident-set growth of one walk (``fast``/``dense``) on CPU."""
+    fn = _method(method)
     fn(*_inputs(4, 5, channels, "cpu"))  # load the kernels' code before measuring
-    cams, boundary = _inputs(h, w, channels, "cpu")
-    # VmHWM, not ru_maxrss: Linux carries the parent's peak into ru_maxrss across exec.
-    # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-    before = _status_bytes("VmRSS")
-    fn(cams, boundary)
-    print(json.dumps({"peak_bytes": _status_bytes("VmHWM") - before}))
+    cams, boundary = _inputs(height, width, channels, "cpu")
+    return rss_growth(lambda: fn(cams, boundary))
 
 
 def _cpu_peak_bytes(name: str, h: int, w: int, channels: int) -> int:
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo / "src"), str(repo), os.environ.get("PYTHONPATH", "")]))
-    code = f"from benchmarks.bench_walk import _peak_rss_child; _peak_rss_child({name!r}, {h}, {w}, {channels})"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+    return subprocess_peak_bytes("salmask.benchmarks.bench_walk:peak_child", method=name, height=h, width=w,
+                                 channels=channels)
+
+
+def _cuda_peak_bytes(fn, *args, device: str) -> int:
+    return cuda_peak_bytes(lambda: fn(*args), device)
 
 
 def _dense_skip_reason(pixels: int, device: str, dense_max_pixels: int | None) -> str | None:
