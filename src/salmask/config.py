@@ -19,7 +19,7 @@ from salmask.errors import ConfigError
 PRESETS = ("demo", "voc", "voc_v3plus", "coco")
 FREE_FORM = ("sod.encoder_kwargs",)
 STRING_OR_BOOL = ("cam.pretrained", "sod.pretrained", "boundary.pretrained", "seg.pretrained")  # or a checkpoint path  # passed through to timm as they are
-AUTO_OR_INT = ("cam.infer_batch", "seg.infer_batch")  # "auto" or a number of images
+AUTO_OR_INT = ("cam.infer_batch", "boundary.infer_batch", "seg.infer_batch")  # "auto" or a number of images
 
 
 def _preset_text(name: str) -> str:

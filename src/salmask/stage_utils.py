@@ -63,7 +63,7 @@ def loop(ids: Sequence[str], desc: str) -> Iterable[str]:
     return progress(ids, desc, total=len(ids))
 
 
-GPU_INFER_BATCH = {"cam": 8, "seg": 4}
+GPU_INFER_BATCH = {"cam": 8, "boundary": 8, "seg": 4}
 """Images per forward that ``infer_batch: auto`` takes on CUDA, per stage."""
 CPU_PIXELS_PER_FORWARD = 65536
 """``auto`` on a CPU batches images up to this many pixels (flips not counted) per forward."""
