@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import salmask
 from salmask import bench
-from salmask.errors import ConfigError, SalmaskError
-
-bench.benchmarks_dir()
-from benchmarks import bench_cam, bench_seg, bench_sizes, bench_walk  # noqa: E402
+from salmask.benchmarks import bench_cam, bench_seg, bench_sizes, bench_walk
+from salmask.errors import ConfigError
+from salmask.seg.inference import predict_batch
+from salmask.stage_utils import GPU_INFER_BATCH, resolve_infer_batch, size_batches
 
 TINY = (40, 56)
 TIMED_KEYS = {"stage", "case", "device", "ours", "reference", "images", "seconds", "ref_seconds", "images_per_s",
@@ -32,13 +35,17 @@ def _check_timed(row: dict, stage: str) -> None:
     json.dumps(row)
 
 
-def test_cam_batched_matches_irnet_loop():
+def test_cam_layouts_match_irnet_loop():
     setting = bench.Setting("resnet18", 2, (1.0, 0.5), 1)
-    (row,) = bench_cam.run(size=TINY, override=setting, measure_memory=False)
-    _check_timed(row, "cam")
-    assert row["max_abs_diff"] < 2e-3  # float16 storage of maps in [0, 1]
-    assert row["peak_bytes"] is None and row["memory_ratio"] is None
-    assert row["scales"] == [1.0, 0.5] and row["images"] == 2
+    rows = bench_cam.run(size=TINY, override=setting, measure_memory=False)
+    assert [r["layout"] for r in rows] == ["batched", "per_image"]
+    for row in rows:
+        _check_timed(row, "cam")
+        assert row["max_abs_diff"] < 2e-3  # float16 storage of maps in [0, 1]
+        assert row["peak_bytes"] is None and row["memory_ratio"] is None
+        assert row["scales"] == [1.0, 0.5] and row["images"] == 2
+    # images this small batch under `infer_batch: auto` even on a CPU, and the table says so
+    assert [r["auto"] for r in rows] == [True, False] and rows[0]["case"].endswith("[auto]")
 
 
 def test_cam_diff_detects_disagreement():
@@ -52,11 +59,13 @@ def test_cam_diff_detects_disagreement():
         bench_cam.max_abs_diff(out, [{**out[0], "keys": out[0]["keys"] + 1}])
 
 
-def test_seg_batched_matches_per_image_loop():
+def test_seg_layouts_match_per_image_loop():
     setting = bench.Setting("resnet18", 2, (0.75, 1.0), 1)
-    (row,) = bench_seg.run(size=TINY, override=setting, measure_memory=False)
-    _check_timed(row, "seg")
-    assert row["max_abs_diff"] < 1e-4
+    rows = bench_seg.run(size=TINY, override=setting, measure_memory=False)
+    assert [(r["layout"], r["auto"]) for r in rows] == [("batched", True), ("per_image", False)]
+    for row in rows:
+        _check_timed(row, "seg")
+        assert row["max_abs_diff"] < 1e-4
 
 
 def test_seg_reference_is_a_distribution():
@@ -69,12 +78,12 @@ def test_seg_reference_is_a_distribution():
 
 def test_peak_children_measure_growth():
     assert bench_cam.peak_child("ref", "resnet18", 1, *TINY, [1.0]) >= 0
-    assert bench_seg.peak_child("ours", "resnet18", 1, *TINY, [1.0]) >= 0
+    assert bench_seg.peak_child("per_image", "resnet18", 1, *TINY, [1.0]) >= 0
     # in a fresh process, as the benchmark does on CPU; a 1000x1000 image's int64 box counts exceed 16 MB
-    assert bench.subprocess_peak_bytes("benchmarks.bench_sizes:peak_child", method="ours",
+    assert bench.subprocess_peak_bytes("salmask.benchmarks.bench_sizes:peak_child", method="ours",
                                        height=1000, width=1000) > 16 * 2**20
     with pytest.raises(RuntimeError, match="memory probe"):
-        bench.subprocess_peak_bytes("benchmarks.bench_sizes:peak_child", method="nonexistent", height=8, width=8)
+        bench.subprocess_peak_bytes("salmask.benchmarks.bench_sizes:peak_child", method="nonexistent", height=8, width=8)
 
 
 def test_bes_reference_agrees_with_synthesize():
@@ -110,6 +119,8 @@ def test_run_bench_prints_table_and_writes_json(tmp_path, monkeypatch, capsys):
                                                             measure_memory=False))
     monkeypatch.setattr(bench_seg, "run", functools.partial(bench_seg.run, size=TINY, override=tiny_seg,
                                                             measure_memory=False))
+    for module in (bench_cam, bench_seg):  # the 128x128 rows, here at the tiny size too
+        monkeypatch.setattr(module, "run_small", module.run)
     monkeypatch.setattr(bench_sizes, "run_synthesis", functools.partial(
         bench_sizes.run_synthesis, size=(48, 64), images=1, repeats=1, measure_memory=False))
     monkeypatch.setattr(bench_walk, "QUICK_SIZES", [(6, 7)])
@@ -120,13 +131,14 @@ def test_run_bench_prints_table_and_writes_json(tmp_path, monkeypatch, capsys):
     assert data["quick"] is True and data["rows"] == json.loads(json.dumps(rows))
     assert {"cpu_count", "torch", "cpu", "load_average", "devices"} <= data["machine"].keys()
     assert [r["stage"] for r in rows].count("artefact") == 6
+    assert [r["stage"] for r in rows].count("cam") == 4 and [r["stage"] for r in rows].count("seg") == 4
     walk = [r for r in rows if r["stage"] == "walk"]
     assert len(walk) == 1 and walk[0]["max_abs_diff"] < 1e-4 and walk[0]["peak_bytes"] >= 0
     for stage in ("cam", "walk", "seg", "boundary", "CAM (make_cam", "speed-up", "peak resident set"):
         assert stage in printed
 
 
-def test_devices_and_missing_benchmarks(monkeypatch):
+def test_devices():
     assert bench.resolve_devices("cpu") == ["cpu"]
     assert bench.resolve_devices("auto")[0] == "cpu"
     with pytest.raises(ConfigError, match="unknown device"):
@@ -134,9 +146,24 @@ def test_devices_and_missing_benchmarks(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA"):
             bench.resolve_devices("cuda")
-    monkeypatch.setattr(salmask, "__file__", "/nonexistent/src/salmask/__init__.py")
-    with pytest.raises(SalmaskError, match="benchmarks not found"):
-        bench.benchmarks_dir()
+
+
+def test_benchmarks_import_without_the_repository(tmp_path):
+    """The benchmarks are part of the installed package: they import, and `salmask bench` finds them,
+    with neither the repository root nor its `benchmarks/` folder importable (as from a wheel)."""
+    repo = Path(__file__).resolve().parents[1]
+    code = ("import sys, salmask, salmask.bench, salmask.benchmarks.bench_walk as w, salmask.benchmarks.reference_walk;"
+            "import importlib.util as u;"
+            "print(salmask.__file__); print(u.find_spec('benchmarks') is None); print(w.peak_child('fast', 6, 7, 3) >= 0)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(repo / "src")  # the package only, as site-packages would hold it
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    file, no_repo_benchmarks, measured = out.stdout.split()
+    assert Path(file).is_relative_to(repo / "src") and no_repo_benchmarks == "True" and measured == "True"
+    # the repository's folder holds only thin entry points into the package
+    for entry in (repo / "benchmarks").glob("*.py"):
+        assert "salmask.benchmarks." in entry.read_text(), entry
 
 
 def test_format_table_handles_missing_reference():
@@ -144,3 +171,42 @@ def test_format_table_handles_missing_reference():
     assert row["images_per_s"] == 4 and row["speedup"] is None and row["memory_ratio"] is None
     table = bench.format_table([row])
     assert "x" in table and "1.0" in table and np.isfinite(row["images_per_s"])
+
+
+def test_auto_layout_per_device_and_size():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_infer_batch("auto", cpu, "seg", (375, 500)) == 1  # VOC: the per-image loop
+    assert resolve_infer_batch("auto", cpu, "cam", (256, 256)) == 1
+    assert resolve_infer_batch("auto", cpu, "cam", (128, 128)) == 4  # the demo: small images batch
+    assert resolve_infer_batch("auto", cuda, "cam", (375, 500)) == GPU_INFER_BATCH["cam"] > 1
+    assert resolve_infer_batch(3, cpu, "seg", (375, 500)) == 3
+    for bad in (0, "fast", True):
+        with pytest.raises(ConfigError, match="infer_batch"):
+            resolve_infer_batch(bad, cpu, "cam", (8, 8))
+    batches, per_size = size_batches({"a": (128, 128), "b": (375, 500), "c": (128, 128), "d": (375, 500)},
+                                     "auto", cpu, "cam")
+    assert batches == [["a", "c"], ["b"], ["d"]] and per_size == {(128, 128): 4, (375, 500): 1}
+
+
+def test_seg_layouts_agree_and_reject_a_negative_batch():
+    model = bench_seg.make_model("resnet18", "cpu")
+    images = bench_seg.make_images(3, TINY)
+    together = predict_batch(model, images, scales=(1.0, 0.5), batch=0)
+    for batch in (1, 2):
+        for a, b in zip(together, predict_batch(model, images, scales=(1.0, 0.5), batch=batch), strict=True):
+            assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="batch"):
+        predict_batch(model, images, batch=-1)
+
+
+def test_infer_batch_config_is_checked_and_not_hashed():
+    """The layout changes how a stage computes, not what: it is validated, and reruns nothing."""
+    from salmask.config import load_config, section_hash
+
+    assert load_config("demo", ["cam.infer_batch=4", "seg.infer_batch=auto"]).cam.infer_batch == 4
+    for bad in ("cam.infer_batch=0", "cam.infer_batch=fast", "seg.infer_batch=1.5"):
+        with pytest.raises(ConfigError, match="infer_batch"):
+            load_config("demo", [bad])
+    auto, four = load_config("demo"), load_config("demo", ["cam.infer_batch=4", "seg.infer_batch=2"])
+    assert section_hash(auto.cam, auto.seg) == section_hash(four.cam, four.seg)
+    assert section_hash(auto.cam) != section_hash(load_config("demo", ["cam.epochs=1"]).cam)

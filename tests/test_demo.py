@@ -27,8 +27,16 @@ def test_quick_demo(tmp_path, capsys):
     cam = summary["cam"]
     assert 15.0 < cam["mIoU"] < 80.0
     assert (work / "report.html").stat().st_size > 10_000
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "pseudo: SBE + Selector" in out and "segmentation (val)" in out
+    # a smoke run ranks nothing: a banner, and every row of the table marked
+    assert summary["smoke"] is True and out.count("SMOKE RUN") == 2
+    table = out[out.index("stage "):out.rindex("SMOKE RUN")].splitlines()
+    assert len(table) >= 9 and all(line.endswith("smoke") for line in table[1:])
+    assert "SMOKE RUN" in (work / "report.html").read_text()
+    # stderr is not a terminal here: log lines, never carriage-return bar frames
+    assert "\r" not in captured.err and "finished in" in captured.err
     # a second run finds every stage finished and only rebuilds the summary
     assert main(["demo", "--quick", "--work-dir", str(work)]) == 0
     assert json.loads((work / "summary.json").read_text()) == summary

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.reference_walk import dense_affinity, dense_propagate
+from salmask.benchmarks.reference_walk import dense_affinity, dense_propagate
 from salmask.refine.random_walk import affinities, neighbour_paths, propagate, transition_operator
 
 

@@ -193,6 +193,14 @@ def test_show_image_layout(work: Path, tmp_path: Path) -> None:
         show_image(work, "../t1")
 
 
+def test_smoke_run_report_says_its_figures_rank_nothing(work: Path) -> None:
+    assert "SMOKE RUN" not in build_report(work)
+    write_json(work / "summary.json", {"smoke": False})
+    assert "SMOKE RUN" not in build_report(work)
+    write_json(work / "summary.json", {"smoke": True})
+    assert "SMOKE RUN (--quick)" in build_report(work)
+
+
 def test_report_of_empty_or_broken_work_dir(tmp_path: Path) -> None:
     w = tmp_path / "w"
     _write_config(w, "synthetic", tmp_path / "absent")

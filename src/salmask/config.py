@@ -19,6 +19,7 @@ from salmask.errors import ConfigError
 PRESETS = ("demo", "voc", "voc_cpu", "voc_v3plus", "coco")
 FREE_FORM = ("sod.encoder_kwargs",)
 STRING_OR_BOOL = ("cam.pretrained", "sod.pretrained", "boundary.pretrained", "seg.pretrained")  # or a checkpoint path  # passed through to timm as they are
+AUTO_OR_INT = ("cam.infer_batch", "boundary.infer_batch", "seg.infer_batch")  # "auto" or a number of images
 
 
 def _preset_text(name: str) -> str:
@@ -66,6 +67,10 @@ def _check_types(ref: Any, value: Any, key: str) -> None:
         return
     if ref is None or value is None:
         return
+    if key in AUTO_OR_INT:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return
+        raise ConfigError(f"config key {key!r}: expected 'auto' or an integer >= 1, got {value!r}")
     if isinstance(ref, bool):
         if isinstance(value, bool) or (key in STRING_OR_BOOL and isinstance(value, str)):
             return
@@ -86,8 +91,18 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
+NOT_HASHED = ("infer_batch",)
+"""Keys that choose how a stage computes, not what: changing them reruns nothing."""
+
+
+def _hashed(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _hashed(v) for k, v in value.items() if k not in NOT_HASHED}
+    return value
+
+
 def section_hash(*parts: Any) -> str:
     """A stable short hash of config sections (DictConfig or plain values) and upstream hashes."""
-    plain = [OmegaConf.to_container(p, resolve=True) if isinstance(p, DictConfig) else p for p in parts]
+    plain = [_hashed(OmegaConf.to_container(p, resolve=True)) if isinstance(p, DictConfig) else p for p in parts]
     blob = json.dumps(plain, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -11,7 +11,7 @@ from salmask.data.transforms import to_tensor
 from salmask.errors import InputError
 from salmask.io import load_npz, read_gray, read_image, save_npz, write_png
 from salmask.pipeline import Context, stage
-from salmask.stage_utils import loop, prefetch, todo
+from salmask.stage_utils import image_size, loop, prefetch, size_batches, todo
 from salmask.utils.log import logger, progress_bar
 
 
@@ -70,11 +70,15 @@ def run_make_boundary(ctx: Context) -> dict:
     net = load_boundary_net(ctx.dir("train_boundary") / "model.pt", ctx.device)
     out = ctx.dir()
     ids = todo(images.ids, lambda i: out / f"{i}.npz")
+    batches, _ = size_batches({i: image_size(images.image_path(i)) for i in ids}, ctx.cfg.boundary.infer_batch,
+                              ctx.device, "boundary")
     bar = progress_bar("make_boundary", total=len(ids))
-    for i, img in prefetch(ids, lambda i: read_image(images.image_path(i))):
+    load = lambda batch: [read_image(images.image_path(i)) for i in batch]  # noqa: E731
+    for batch, arrays in prefetch(batches, load):
         with torch.no_grad():
-            prob = net.predict(to_tensor(img)[None].to(ctx.device))[0, 0]
-        save_npz(out / f"{i}.npz", boundary=prob.cpu().numpy().astype(np.float16))
-        bar.update(1)
+            probs = net.predict(torch.stack([to_tensor(a) for a in arrays]).to(ctx.device))[:, 0]
+        for i, prob in zip(batch, probs):
+            save_npz(out / f"{i}.npz", boundary=prob.cpu().numpy().astype(np.float16))
+        bar.update(len(batch))
     bar.close()
     return {"images": len(images.ids)}

@@ -1,13 +1,12 @@
 """Stages ``train_cam``, ``make_cam``, ``eval_cam``."""
 from __future__ import annotations
 
-
 from salmask.cam.evaluate import ThresholdSweep
-from salmask.cam.infer import cams_for_batch, group_by_size
+from salmask.cam.infer import cams_for_batch
 from salmask.cam.train import load_cam_model, train_cam
 from salmask.io import load_npz, read_image, read_mask, save_npz, write_json
 from salmask.pipeline import Context, stage
-from salmask.stage_utils import eval_ids, image_size, prefetch, todo
+from salmask.stage_utils import eval_ids, image_size, prefetch, size_batches, todo
 from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
 
@@ -40,7 +39,7 @@ def run_make_cam(ctx: Context) -> dict:
         logger.warning("make_cam: %d images have no positive class (e.g. %s); their CAM files are empty",
                        len(no_label), no_label[0])
     bar = progress_bar("make_cam", total=len(ids))
-    batches = group_by_size(sizes, cfg.infer_batch)
+    batches, _ = size_batches(sizes, cfg.infer_batch, ctx.device, "cam")
     load = lambda batch: [read_image(images.image_path(i)) for i in batch]  # noqa: E731
     for batch, arrays in prefetch(batches, load, workers=max(1, min(4, ctx.cfg.num_workers))):
         results = cams_for_batch(model, arrays, [images.labels[i] for i in batch], cfg.scales, ctx.device, ctx.amp)

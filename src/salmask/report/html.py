@@ -26,6 +26,8 @@ from salmask.report.grid import (BOUNDARY_CODES, COLUMNS, Tile, WorkView, displa
 N_PSEUDO, N_VAL = 6, 4
 TILE_SIDE = 128
 HEADLINE = ("mIoU", "Acc", "Acc_class", "fwIoU")
+SMOKE_BANNER = ("SMOKE RUN (--quick): every stage ran, but its models trained for seconds, so these figures "
+                "rank nothing. `salmask demo` (no --quick) gives the comparison.")
 # stage, table label, bar-chart label
 EVAL_STAGES = (("eval_cam", "CAM", "CAM"), ("eval_pseudo", "pseudo masks: SBE", "SBE"),
                ("eval_select", "pseudo masks: SBE + Selector (SOS)", "SOS"),
@@ -88,6 +90,8 @@ def build_report(work_dir: Path) -> str:
     ]
     nav = " · ".join(f'<a href="#{sid}">{escape(title.split(" (")[0])}</a>' for sid, title, _ in sections)
     problem = f'<p class="problem">{escape(view.problem)}</p>' if view.problem else ""
+    if _is_smoke_run(work_dir):
+        problem += f'<p class="problem">{escape(SMOKE_BANNER)}</p>'
     body = "\n".join(f'<section id="{sid}"><h2>{escape(title)}</h2>\n{html}\n</section>'
                      for sid, title, html in sections)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -95,6 +99,15 @@ def build_report(work_dir: Path) -> str:
             f"<h1>salmask report</h1>\n<p class=\"meta\">work dir <code>{escape(str(work_dir))}</code> · "
             f"dataset <b>{escape(view.kind)}</b> ({view.meta.num_fg} foreground classes)</p>\n"
             f"{problem}<nav>{nav}</nav>\n{body}\n</body></html>\n")
+
+
+def _is_smoke_run(work_dir: Path) -> bool:
+    """Whether ``work_dir`` holds a ``salmask demo --quick`` run (its ``summary.json`` says so)."""
+    try:
+        summary = read_json(work_dir / "summary.json")
+    except InputError:
+        return False
+    return isinstance(summary, dict) and bool(summary.get("smoke"))
 
 
 # ---- sampling ------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from salmask.data.duts import DUTSFolder, image_to_tensor
 from salmask.errors import ConfigError, SalmaskError
 from salmask.models.rgbsod import RGBSOD, sod_loss
+from salmask.utils.log import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,12 @@ def train_rgbsod(model: RGBSOD, root: str | Path, *, epochs: int, batch_size: in
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=lr_gamma)
     history = []
+    bar = progress_bar("train_sod", total=epochs * len(loader), unit="step", enabled=progress)
     for epoch in range(1, epochs + 1):
         model.train()
         start, sums, steps = time.perf_counter(), {}, 0
         current_lr = optimizer.param_groups[0]["lr"]
-        bar = tqdm(loader, desc=f"rgbsod {epoch}/{epochs}", disable=not progress, leave=False)
-        for images, masks in bar:
+        for images, masks in loader:
             images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             loss, parts = sod_loss(model(images), masks)
             if not math.isfinite(parts["total"]):
@@ -62,17 +62,19 @@ def train_rgbsod(model: RGBSOD, root: str | Path, *, epochs: int, batch_size: in
             steps += 1
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{parts['total']:.4f}")
+            bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{parts['total']:.4f}", refresh=False)
+            bar.update(1)
             if log_every and steps % log_every == 0:
                 log.info("rgbsod epoch %d step %d/%d loss %.4f", epoch, steps, len(loader), parts["total"])
         scheduler.step()
         means = {k: v / steps for k, v in sums.items()}
         record = {"epoch": epoch, "lr": current_lr, "loss": means.pop("total"), **means,
                   "seconds": time.perf_counter() - start}
-        log.info("rgbsod epoch %d/%d loss %.4f (%.1f s)", epoch, epochs, record["loss"], record["seconds"])
+        log.debug("rgbsod epoch %d/%d loss %.4f (%.1f s)", epoch, epochs, record["loss"], record["seconds"])
         history.append(record)
         if on_epoch_end is not None:
             on_epoch_end(record)
+    bar.close()
     return history
 
 

@@ -13,7 +13,7 @@ from salmask.io import read_image, write_png
 from salmask.pipeline import Context, stage
 from salmask.seg.inference import export_voc_test, predict_batch, prepare_model
 from salmask.seg.train import load_seg_model, train_seg
-from salmask.stage_utils import prefetch, todo
+from salmask.stage_utils import image_size, prefetch, size_batches, todo
 from salmask.utils import dist
 from salmask.utils.log import progress_bar
 
@@ -54,15 +54,20 @@ def _infer(ctx: Context, images, ids: list[str], out: Path) -> None:
     model = prepare_model(load_seg_model(ctx.dir("train_seg") / "model.pt", s, ctx.device), ctx.device)
     use_crf = crf_enabled(s.crf)
     ids = todo(ids, lambda i: out / f"{i}.png")
+    sizes = {i: image_size(images.image_path(i)) for i in ids}
+    batches, per_size = size_batches(sizes, s.infer_batch, ctx.device, "seg")
     bar = progress_bar("infer_seg", total=len(ids))
-    for i, img in prefetch(ids, lambda i: read_image(images.image_path(i))):
+    load = lambda batch_ids: [read_image(images.image_path(i)) for i in batch_ids]  # noqa: E731
+    for batch_ids, arrays in prefetch(batches, load):
         with torch.no_grad():
-            prob = predict_batch(model, [to_tensor(img).to(ctx.device)], scales=tuple(s.scales), flip=s.flip,
-                                 amp=ctx.amp)[0].float().cpu().numpy()
-        if use_crf:
-            prob = dense_crf(img, prob)
-        write_png(out / f"{i}.png", prob.argmax(0).astype(np.uint8), images.meta.palette)
-        bar.update(1)
+            probs = predict_batch(model, [to_tensor(img).to(ctx.device) for img in arrays], scales=tuple(s.scales),
+                                  flip=s.flip, amp=ctx.amp, batch=per_size[sizes[batch_ids[0]]])
+        for i, img, prob in zip(batch_ids, arrays, probs):
+            prob = prob.float().cpu().numpy()
+            if use_crf:
+                prob = dense_crf(img, prob)
+            write_png(out / f"{i}.png", prob.argmax(0).astype(np.uint8), images.meta.palette)
+        bar.update(len(batch_ids))
     bar.close()
 
 

@@ -1,1 +1,0 @@
-"""Benchmarks and reference implementations used only by tests and benchmarks."""

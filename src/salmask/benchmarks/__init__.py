@@ -1,0 +1,8 @@
+"""Speed/memory benchmarks of each stage against the reference formulations, and those formulations.
+
+``salmask bench`` runs them all (:mod:`salmask.bench`); each module also runs alone, e.g.
+``python -m salmask.benchmarks.bench_cam --quick``. :mod:`~salmask.benchmarks.common` holds the shared
+measuring helpers and imports nothing from the other modules, so there is no import circle:
+``salmask.bench`` → ``bench_*`` → ``common``. :mod:`~salmask.benchmarks.reference_walk` is the references'
+dense random walk, which the tests also check the sparse walk against.
+"""
