@@ -329,10 +329,7 @@ def test_quick_pipeline_on_coco_json(tmp_path, capsys):
 
 
 def test_bench_coco_rows():
-    from salmask import bench
-
-    bench.benchmarks_dir()
-    from benchmarks import bench_coco
+    from salmask.benchmarks import bench_coco
 
     rows = bench_coco.run(images=3, repeats=1)
     assert [r["images"] for r in rows] == [3, 3, 3]
