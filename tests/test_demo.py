@@ -23,6 +23,9 @@ def test_quick_demo(tmp_path, capsys):
     for m in summary["sod"].values():
         assert SOD_KEYS <= set(m)
     assert set(summary["ablation"]) == {"bes", "sbe_labels_bes_loss", "sbe_classic_saliency"}
+    assert summary["saliency_source"] == "rgbsod" and summary["seconds"]["train_cam"] > 0
+    assert set(summary["ablation_seconds"]["bes"]) == {"make_boundary_labels", "train_boundary", "make_boundary",
+                                                       "make_pseudo", "eval_pseudo"}
     # CAMs learn something (far above an all-background guess) yet stay clearly below the masks
     cam = summary["cam"]
     assert 15.0 < cam["mIoU"] < 80.0
@@ -40,3 +43,12 @@ def test_quick_demo(tmp_path, capsys):
     # a second run finds every stage finished and only rebuilds the summary
     assert main(["demo", "--quick", "--work-dir", str(work)]) == 0
     assert json.loads((work / "summary.json").read_text()) == summary
+
+
+def test_study_rejects_an_unknown_ablation(tmp_path):
+    from salmask.demo import run_study
+    from salmask.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown ablation 'crf'"):
+        run_study("demo", [f"dataset.root={tmp_path}"], work_dir=tmp_path, ablations=("crf",))
+    assert not list(tmp_path.iterdir())  # nothing ran

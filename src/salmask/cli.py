@@ -23,6 +23,13 @@ def _cmd_demo(a: argparse.Namespace) -> None:
     run_demo(Path(a.work_dir), quick=a.quick, overrides=a.overrides)
 
 
+def _cmd_study(a: argparse.Namespace) -> None:
+    from salmask.demo import ABLATIONS, run_study
+
+    names = tuple(ABLATIONS) if a.ablation is None else tuple(n for n in a.ablation.split(",") if n)
+    run_study(a.config, a.overrides, work_dir=Path(a.work_dir) if a.work_dir else None, ablations=names)
+
+
 def _cmd_stages(a: argparse.Namespace) -> None:
     from salmask.pipeline import STAGES
     import salmask.stages  # noqa: F401
@@ -137,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the pipeline from a preset or YAML config")
-    r.add_argument("config", help="preset (demo, voc, voc_v3plus, coco) or a YAML file")
+    r.add_argument("config", help="preset (demo, voc, voc_cpu, voc_v3plus, coco) or a YAML file")
     r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. dataset.root=/data")
     r.add_argument("--stages", help="comma-separated stages to run (default: all enabled)")
     r.add_argument("--force", action="store_true", help="rerun the selected stages even if complete")
@@ -148,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a few-minute version for tests")
     d.add_argument("overrides", nargs="*", help="key=value overrides")
     d.set_defaults(fn=_cmd_demo)
+
+    st = sub.add_parser("study", help="a preset's whole pipeline plus SBE's ablation in one table and report")
+    st.add_argument("config", help="preset or YAML file, as for run")
+    st.add_argument("overrides", nargs="*", help="key=value overrides, e.g. dataset.root=/data")
+    st.add_argument("--work-dir", help="default: the config's work_dir")
+    st.add_argument("--ablation", help="comma-separated variants (default all: bes, sbe_labels_bes_loss, "
+                                       "sbe_classic_saliency; empty for none)")
+    st.set_defaults(fn=_cmd_study)
 
     s = sub.add_parser("stages", help="list the stages in pipeline order")
     s.set_defaults(fn=_cmd_stages)

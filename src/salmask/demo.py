@@ -30,7 +30,7 @@ ABLATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sbe_labels_bes_loss": (("boundary.loss=bes",), ("saliency",)),
     "sbe_classic_saliency": (("saliency.source=classic",), ()),
 }
-UPSTREAM = ("generate", "train_cam", "make_cam", "eval_cam", "train_sod", "labels")
+UPSTREAM = ("generate", "coco_masks", "train_cam", "make_cam", "eval_cam", "train_sod", "labels")
 BOUNDARY_STAGES = ("saliency", "make_boundary_labels", "train_boundary", "make_boundary", "make_pseudo",
                    "eval_pseudo")
 
@@ -39,28 +39,55 @@ def run_demo(work_dir: Path, *, quick: bool = False, overrides: Sequence[str] = 
              ablation: bool = True) -> dict:
     """Run the ``demo`` preset (``quick``: the smoke settings) and its ablation, print the table, write
     ``summary.json`` and ``report.html``; return the summary."""
-    start = time.perf_counter()
     work_dir = work_dir.expanduser().resolve()
-    base = [f"work_dir={work_dir}", f"dataset.root={work_dir / 'data'}", *(QUICK if quick else ()), *overrides]
-    results = run_pipeline(load_config("demo", base))
-    ablations = {}
-    if ablation:
-        for name, (extra, reuse) in ABLATIONS.items():
-            vdir = work_dir / "ablation" / name
-            for st in (*UPSTREAM, *reuse):
-                _link(work_dir / st, vdir / st)
-            cfg = load_config("demo", [*base, f"work_dir={vdir}", *extra])
-            res = run_pipeline(cfg, stages=[s for s in BOUNDARY_STAGES if s not in reuse])
-            ablations[name] = res["eval_pseudo"]["metrics"]
-    summary = build_summary(results, ablations, smoke=quick)
+    return run_study("demo", [f"dataset.root={work_dir / 'data'}", *(QUICK if quick else ()), *overrides],
+                     work_dir=work_dir, ablations=tuple(ABLATIONS) if ablation else (), smoke=quick,
+                     title=f"demo{' --quick' if quick else ''}")
+
+
+def run_study(preset: str, overrides: Sequence[str] = (), *, work_dir: Path | None = None,
+              ablations: Sequence[str] = tuple(ABLATIONS), smoke: bool = False, title: str | None = None) -> dict:
+    """A preset's whole pipeline plus SBE's ablation, one table: the main run in ``work_dir``, each variant
+    of :data:`ABLATIONS` in ``{work_dir}/ablation/{name}``, rerunning only the boundary stages and the
+    walk and reusing the main run's CAMs (and saliency, where it is the same) through symlinks — the stage
+    hashes guarantee the reused artefacts are the ones those settings would produce. Prints the table,
+    writes ``summary.json`` (with each stage's wall time) and ``report.html``; returns the summary."""
+    start = time.perf_counter()
+    unknown = [a for a in ablations if a not in ABLATIONS]
+    if unknown:
+        from salmask.errors import ConfigError
+        raise ConfigError(f"unknown ablation {unknown[0]!r}; choices: {', '.join(ABLATIONS)}")
+    cfg = load_config(preset, overrides)
+    work_dir = Path(work_dir or cfg.work_dir).expanduser().resolve()
+    base = [*overrides, f"work_dir={work_dir}"]
+    cfg = load_config(preset, base)
+    results = run_pipeline(cfg)
+    variants = {}
+    for name in ablations:
+        extra, reuse = ABLATIONS[name]
+        vdir = work_dir / "ablation" / name
+        for st in (*UPSTREAM, *reuse):
+            _link(work_dir / st, vdir / st)
+        res = run_pipeline(load_config(preset, [*base, f"work_dir={vdir}", *extra]),
+                           stages=[s for s in BOUNDARY_STAGES if s not in reuse])
+        variants[name] = res
+    summary = build_summary(results, {n: r["eval_pseudo"]["metrics"] for n, r in variants.items()}, smoke=smoke)
+    summary["saliency_source"] = cfg.saliency.source
+    summary["seconds"] = stage_seconds(results)
+    summary["ablation_seconds"] = {n: stage_seconds(r) for n, r in variants.items()}
     if dist.is_main():
         write_json(work_dir / "summary.json", summary)
         print(format_summary(summary))
         print(f"report: {write_report(work_dir)}")
         print(f"summary: {work_dir / 'summary.json'}")
         minutes, seconds = divmod(round(time.perf_counter() - start), 60)
-        print(f"demo{' --quick' if quick else ''} finished in {minutes} min {seconds:02d} s")
+        print(f"{title or preset} finished in {minutes} min {seconds:02d} s")
     return summary
+
+
+def stage_seconds(results: dict) -> dict[str, float]:
+    """Each stage's wall time from a :func:`run_pipeline` result (its manifest's ``seconds``)."""
+    return {st: r["seconds"] for st, r in results.items() if isinstance(r, dict) and "seconds" in r}
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -99,12 +126,15 @@ def build_summary(results: dict, ablations: dict, smoke: bool = False) -> dict:
     return s
 
 
+SOURCE_NAMES = {"rgbsod": "RGB-SOD", "onnx": "ONNX model", "classic": "classic MB+", "precomputed": "precomputed"}
+
+
 def format_summary(s: dict) -> str:
     rows = [("CAM (train, bg t=%.2f)" % s["cam"]["threshold"], s["cam"])] if "cam" in s else []
     for name, m in s.get("ablation", {}).items():
         rows.append((f"pseudo: {ABLATION_LABELS.get(name, name)}", m))
     if "sbe" in s:
-        rows.append(("pseudo: SBE (RGB-SOD saliency)", s["sbe"]))
+        rows.append((f"pseudo: SBE ({SOURCE_NAMES.get(s.get('saliency_source'), 'RGB-SOD')} saliency)", s["sbe"]))
     if "sos" in s:
         rows.append(("pseudo: SBE + Selector", s["sos"]))
     if "seg" in s:
