@@ -35,7 +35,7 @@ def test_quick_demo(tmp_path, capsys):
     assert "pseudo: SBE + Selector" in out and "segmentation (val)" in out
     # a smoke run ranks nothing: a banner, and every row of the table marked
     assert summary["smoke"] is True and out.count("SMOKE RUN") == 2
-    table = out[out.index("stage "):out.rindex("SMOKE RUN")].splitlines()
+    table = out[out.index("\nstage ") + 1:out.rindex("SMOKE RUN")].splitlines()
     assert len(table) >= 9 and all(line.endswith("smoke") for line in table[1:])
     assert "SMOKE RUN" in (work / "report.html").read_text()
     # stderr is not a terminal here: log lines, never carriage-return bar frames
