@@ -263,16 +263,3 @@ class FixedBNNet(nn.Module):
             bn_eval(self.backbone)
         return self
 
-
-def load_state(module: nn.Module, path: str | os.PathLike, key: str | None = "model") -> dict:
-    """Load a salmask checkpoint safely (``weights_only=True``); returns the whole checkpoint dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputError(path, f"cannot load checkpoint ({e})") from None
-    state = ckpt[key] if key else ckpt
-    module.load_state_dict(state)
-    return ckpt
