@@ -256,3 +256,19 @@ def test_report_renders_in_headless_chromium(work: Path, tmp_path: Path) -> None
     colours = np.unique(img.reshape(-1, 3)[::7], axis=0)
     assert len(colours) > 200, "the page should show charts and tiles, not a blank or error page"
     assert (img < 250).any(axis=-1).mean() > 0.05
+
+
+def test_timings_section_lists_own_stages_of_each_run(tmp_path):
+    from salmask.io import write_json
+    from salmask.report.html import timings_section
+
+    for st, sec in (("train_cam", 120.0), ("make_cam", 60.0)):
+        write_json(tmp_path / st / "manifest.json", {"stage": st, "seconds": sec})
+    variant = tmp_path / "ablation" / "bes"
+    variant.mkdir(parents=True)
+    (variant / "train_cam").symlink_to(tmp_path / "train_cam")  # reused, not the variant's own time
+    write_json(variant / "train_boundary" / "manifest.json", {"stage": "train_boundary", "seconds": 30.0})
+    html = timings_section(tmp_path)
+    assert "<td>main run</td><td>3.0</td>" in html and "train_cam 2.0, make_cam 1.0" in html
+    bes_row = html[html.index("BES"):]
+    assert "<td>0.5</td>" in bes_row and "train_cam" not in bes_row

@@ -84,6 +84,7 @@ def build_report(work_dir: Path) -> str:
         ("per-class", "Per-class IoU", _img(per_class_chart(manifests, view.meta.classes), "per-class IoU")),
         ("losses", "Training losses", _img(loss_chart(work_dir), "training losses")),
         ("sweeps", "Threshold sweeps", sweeps_section(work_dir)),
+        ("timings", "Wall time per stage", timings_section(work_dir)),
         ("legend", "Legend", legend_section(all_tiles, view)),
         ("grid-pseudo", f"Pseudo-split images ({len(pseudo_rows)} sampled)", grid_table(pseudo_rows, view)),
         ("grid-val", f"Val images ({len(val_rows)} sampled)", grid_table(val_rows, view)),
@@ -207,6 +208,36 @@ def metrics_section(work_dir: Path, manifests: dict[str, dict | None]) -> str:
     html += "<p class=\"meta\">IoU and accuracies in percent; single-class mIoU over the images with " \
             "one foreground class.</p>"
     return html + sod_table(work_dir) + selector_line(work_dir)
+
+
+def stage_seconds(stage_dir: Path) -> float | None:
+    """The wall time a finished stage recorded in its manifest (``None`` if it has none)."""
+    try:
+        return float(read_json(stage_dir / "manifest.json")["seconds"])
+    except (InputError, KeyError, TypeError, ValueError):
+        return None
+
+
+def timings_section(work_dir: Path) -> str:
+    """Each finished stage's wall time (main run, then each ablation variant's own stages) in a table."""
+    from salmask.pipeline import STAGES
+    import salmask.stages  # noqa: F401  (registers the stages)
+
+    runs = [("main run", work_dir)] + [(f"ablation: {ABLATION_LABELS.get(d.name, d.name)}", d)
+                                       for d in sorted((work_dir / "ablation").glob("*")) if d.is_dir()]
+    rows = []
+    for label, folder in runs:
+        own = [(st, stage_seconds(folder / st)) for st in STAGES
+               if (folder / st).is_dir() and not (folder / st).is_symlink()]
+        own = [(st, sec) for st, sec in own if sec is not None]
+        if own:
+            cells = ", ".join(f"{st} {sec / 60:.1f}" for st, sec in own)
+            rows.append(f"<tr><td>{escape(label)}</td><td>{sum(sec for _, sec in own) / 60:.1f}</td>"
+                        f"<td>{escape(cells)}</td></tr>")
+    if not rows:
+        return "<p>no finished stage</p>"
+    return ('<table class="metrics"><tr><th>run</th><th>minutes</th><th>per stage (minutes)</th></tr>\n'
+            + "\n".join(rows) + "</table>")
 
 
 def sod_table(work_dir: Path) -> str:
