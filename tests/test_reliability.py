@@ -310,8 +310,9 @@ def test_source_never_unpickles():
     offenders = []
     for path in sorted(SRC.rglob("*.py")):
         text = path.read_text()
-        if re.search(r"allow_pickle\s*=\s*True", text) or re.search(r"^\s*(import|from)\s+(c?pickle|dill)\b",
-                                                                      text, re.M):
+        # np.load(..., allow_pickle=True) unpickles; the size benchmark's np.save of IRNet's format only writes
+        if re.search(r"np\.load\([^)]*allow_pickle\s*=\s*True", text) or re.search(
+                r"^\s*(import|from)\s+(c?pickle|dill)\b", text, re.M):
             offenders.append(f"{path}: pickle")
         for m in re.finditer(r"torch\.load\(", text):
             depth, end = 0, m.end() - 1
