@@ -19,8 +19,8 @@ import argparse
 import numpy as np
 import torch
 
-from salmask.benchmarks.common import (VOC_SIZE, Setting, format_table, median_seconds, peak_bytes, rss_growth,
-                           timed_row)
+from salmask.benchmarks.common import (SMALL_SIZE, VOC_SIZE, Setting, format_table, median_seconds, peak_bytes,
+                                       rss_growth, small_setting, timed_row)
 from salmask.cam.infer import cams_for_batch, cams_one_by_one
 from salmask.models.cam_net import CAMNet
 from salmask.stage_utils import resolve_infer_batch
@@ -93,16 +93,10 @@ def max_abs_diff(ours: list[dict[str, np.ndarray]], ref: list[dict[str, np.ndarr
     return worst
 
 
-SMALL_SIZE = (128, 128)
-"""The synthetic demo's image size, where per-forward overhead dominates on a CPU."""
-
-
 def run_small(quick: bool = False, device: str = "cpu") -> list[dict]:
     """:func:`run` on 128×128 images with ResNet-18 (the demo's model size): the case where ``auto``
     batches on a CPU too."""
-    s = setting(quick, device)
-    images = 16 if device.startswith("cuda") else 8
-    return run(device=device, size=SMALL_SIZE, override=Setting("resnet18", images, s.scales, max(s.repeats, 3)))
+    return run(device=device, size=SMALL_SIZE, override=small_setting(setting(quick, device), device))
 
 
 def run(quick: bool = False, device: str = "cpu", *, size: tuple[int, int] = VOC_SIZE,

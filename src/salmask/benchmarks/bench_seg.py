@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from salmask.benchmarks.common import (VOC_SIZE, Setting, format_table, median_seconds, peak_bytes, rss_growth,
-                           timed_row)
+from salmask.benchmarks.common import (SMALL_SIZE, VOC_SIZE, Setting, format_table, median_seconds, peak_bytes,
+                                       rss_growth, small_setting, timed_row)
 from salmask.data.transforms import to_tensor
 from salmask.models.deeplab import build_segmenter
 from salmask.seg.inference import SCALES, predict_batch, prepare_model
@@ -97,16 +97,10 @@ def peak_child(method: str, backbone: str, images: int, height: int, width: int,
     return rss_growth(_methods(model, make_images(images, (height, width)), scales, batch)[method])
 
 
-SMALL_SIZE = (128, 128)
-"""The synthetic demo's image size, where per-forward overhead dominates on a CPU."""
-
-
 def run_small(quick: bool = False, device: str = "cpu") -> list[dict]:
     """:func:`run` on 128×128 images with ResNet-18 (the demo's model size): the case where ``auto``
     batches on a CPU too."""
-    s = setting(quick, device)
-    images = 16 if device.startswith("cuda") else 8
-    return run(device=device, size=SMALL_SIZE, override=Setting("resnet18", images, s.scales, max(s.repeats, 3)))
+    return run(device=device, size=SMALL_SIZE, override=small_setting(setting(quick, device), device))
 
 
 def run(quick: bool = False, device: str = "cpu", *, size: tuple[int, int] = VOC_SIZE,
