@@ -57,8 +57,7 @@ def run_study(preset: str, overrides: Sequence[str] = (), *, work_dir: Path | No
     if unknown:
         from salmask.errors import ConfigError
         raise ConfigError(f"unknown ablation {unknown[0]!r}; choices: {', '.join(ABLATIONS)}")
-    cfg = load_config(preset, overrides)
-    work_dir = Path(work_dir or cfg.work_dir).expanduser().resolve()
+    work_dir = Path(work_dir or load_config(preset, overrides).work_dir).expanduser().resolve()
     base = [*overrides, f"work_dir={work_dir}"]
     cfg = load_config(preset, base)
     results = run_pipeline(cfg)

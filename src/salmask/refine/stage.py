@@ -32,17 +32,20 @@ def walk_scores(cam: np.ndarray, boundary: np.ndarray, hw: tuple[int, int], cfg,
     return (up / up.max().clamp_min(1e-5)).cpu().numpy()
 
 
+def scores_to_index(scores: np.ndarray, bg_score: float) -> np.ndarray:
+    """[K,H,W] -> int64 [H,W] indices into [background, *keys] (background where every score < bg_score)."""
+    full = np.concatenate([np.full((1, *scores.shape[1:]), bg_score, np.float32), scores.astype(np.float32)])
+    return full.argmax(0)
+
+
+def class_lut(keys: np.ndarray) -> np.ndarray:
+    """Class ids [K] -> uint8 [K+1] mapping an index into [background, *keys] to its class id."""
+    return np.concatenate([[0], keys]).astype(np.uint8)
+
+
 def scores_to_labels(scores: np.ndarray, keys: np.ndarray, bg_score: float) -> np.ndarray:
     """[K,H,W] + class ids [K] -> uint8 label map (background where every score < bg_score)."""
-    full = np.concatenate([np.full((1, *scores.shape[1:]), bg_score, np.float32), scores.astype(np.float32)])
-    return np.concatenate([[0], keys]).astype(np.uint8)[full.argmax(0)]
-
-
-def labels_to_index(labels: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """uint8 class ids [H,W] -> int64 indices into [background, *keys]."""
-    lut = np.zeros(256, np.int64)
-    lut[np.asarray(keys, np.int64)] = np.arange(1, len(keys) + 1)
-    return lut[labels]
+    return class_lut(keys)[scores_to_index(scores, bg_score)]
 
 
 def crf_refine(image: np.ndarray, index: np.ndarray, scores: np.ndarray, bg_score: float, unary: str) -> np.ndarray:
@@ -74,12 +77,11 @@ def run_make_pseudo(ctx: Context) -> dict:
         boundary = load_npz(ctx.dir("make_boundary") / f"{i}.npz")["boundary"]
         hw = cam["high_res"].shape[1:]
         scores = walk_scores(cam["cam"], boundary, hw, w, ctx.device)
-        labels = scores_to_labels(scores, cam["keys"], w.bg_score)
+        index, lut = scores_to_index(scores, w.bg_score), class_lut(cam["keys"])
+        labels = lut[index]
         if use_crf:
-            refined = crf_refine(read_image(images.image_path(i)), labels_to_index(labels, cam["keys"]), scores,
-                                 w.bg_score, w.crf_unary)
-            write_png(out / "crf" / f"{i}.png", np.concatenate([[0], cam["keys"]]).astype(np.uint8)[refined],
-                      images.meta.palette)
+            refined = crf_refine(read_image(images.image_path(i)), index, scores, w.bg_score, w.crf_unary)
+            write_png(out / "crf" / f"{i}.png", lut[refined], images.meta.palette)
         save_npz(out / "scores" / f"{i}.npz", keys=cam["keys"], scores=scores.astype(np.float16))
         write_png(out / f"{i}.png", labels, images.meta.palette)
     return {"images": len(images.ids), "crf": use_crf}
