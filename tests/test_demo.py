@@ -26,6 +26,10 @@ def test_quick_demo(tmp_path, capsys):
     assert summary["saliency_source"] == "rgbsod" and summary["seconds"]["train_cam"] > 0
     assert set(summary["ablation_seconds"]["bes"]) == {"make_boundary_labels", "train_boundary", "make_boundary",
                                                        "make_pseudo", "eval_pseudo"}
+    # the labels do not depend on the boundary loss: that variant reuses the main run's
+    assert "make_boundary_labels" not in summary["ablation_seconds"]["sbe_labels_bes_loss"]
+    assert (work / "ablation" / "sbe_labels_bes_loss" / "make_boundary_labels").resolve() == \
+        (work / "make_boundary_labels").resolve()
     # CAMs learn something (far above an all-background guess) yet stay clearly below the masks
     cam = summary["cam"]
     assert 15.0 < cam["mIoU"] < 80.0
