@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from salmask.boundary.crf import crf_enabled, crf_labels
+from salmask.cam.evaluate import class_lut, scores_to_index
 
 logger = logging.getLogger("salmask")
 
@@ -66,11 +67,10 @@ def confident_map(high_res: np.ndarray, keys: np.ndarray, image: np.ndarray | No
     if high_res.shape[0] == 0:
         return np.zeros(hw, dtype=np.uint8)
     refine = crf_enabled(use_crf)
-    lut = np.concatenate([[0], keys]).astype(np.uint8)
+    lut = class_lut(keys)
 
     def thresholded(thres: float) -> np.ndarray:
-        padded = np.concatenate([np.full((1, *hw), thres, dtype=np.float32), high_res])
-        idx = padded.argmax(axis=0)
+        idx = scores_to_index(high_res, thres)
         if refine:
             idx = crf_labels(image, idx, n_labels=len(lut))
         return lut[idx]

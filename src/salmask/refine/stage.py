@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from salmask.boundary.crf import crf_enabled, crf_labels, dense_crf
+from salmask.cam.evaluate import class_lut, scores_to_index, with_background
 from salmask.errors import ConfigError
 from salmask.io import load_npz, read_image, save_npz, write_png
 from salmask.metrics.confusion import ConfusionMatrix
@@ -32,22 +33,6 @@ def walk_scores(cam: np.ndarray, boundary: np.ndarray, hw: tuple[int, int], cfg,
     return (up / up.max().clamp_min(1e-5)).cpu().numpy()
 
 
-def scores_to_index(scores: np.ndarray, bg_score: float) -> np.ndarray:
-    """[K,H,W] -> int64 [H,W] indices into [background, *keys] (background where every score < bg_score)."""
-    full = np.concatenate([np.full((1, *scores.shape[1:]), bg_score, np.float32), scores.astype(np.float32)])
-    return full.argmax(0)
-
-
-def class_lut(keys: np.ndarray) -> np.ndarray:
-    """Class ids [K] -> uint8 [K+1] mapping an index into [background, *keys] to its class id."""
-    return np.concatenate([[0], keys]).astype(np.uint8)
-
-
-def scores_to_labels(scores: np.ndarray, keys: np.ndarray, bg_score: float) -> np.ndarray:
-    """[K,H,W] + class ids [K] -> uint8 label map (background where every score < bg_score)."""
-    return class_lut(keys)[scores_to_index(scores, bg_score)]
-
-
 def crf_refine(image: np.ndarray, index: np.ndarray, scores: np.ndarray, bg_score: float, unary: str) -> np.ndarray:
     """Dense-CRF refinement of a pseudo mask, as indices into [background, *keys] -> int64 [H,W].
 
@@ -59,7 +44,7 @@ def crf_refine(image: np.ndarray, index: np.ndarray, scores: np.ndarray, bg_scor
         raise ConfigError(f"walk.crf_unary must be 'labels' or 'scores', got {unary!r}")
     if unary == "labels":
         return crf_labels(image, index, n_labels=scores.shape[0] + 1, gt_prob=0.7, sxy_bilateral=20)
-    probs = np.concatenate([np.full((1, *scores.shape[1:]), bg_score, np.float32), scores])
+    probs = with_background(scores, bg_score)
     return dense_crf(image, probs / probs.sum(0, keepdims=True), sxy_bilateral=20).argmax(0)
 
 
