@@ -19,7 +19,12 @@ def _saliency_dir(ctx: Context):
     return ctx.dir("saliency") if ctx.cfg.boundary.loss == "sbe" else None
 
 
-@stage("make_boundary_labels", sections=("boundary_labels",), needs=("make_cam", "saliency"))
+def _learned(cfg) -> bool:
+    """The boundary network is trained only when the walk reads its map (``walk.boundary`` learned or both)."""
+    return cfg.walk.boundary != "saliency"
+
+
+@stage("make_boundary_labels", sections=("boundary_labels",), needs=("make_cam", "saliency"), enabled=_learned)
 def run_make_boundary_labels(ctx: Context) -> dict:
     """Boundary labels (BES codes) from CAMs and, for SBE, saliency maps; PNG per image."""
     b = ctx.cfg.boundary_labels
@@ -48,7 +53,7 @@ def run_make_boundary_labels(ctx: Context) -> dict:
     return {"images": len(images.ids), "crf": use_crf, "constant_saliency_images": flat}
 
 
-@stage("train_boundary", sections=("boundary",), needs=("make_boundary_labels", "train_cam"))
+@stage("train_boundary", sections=("boundary",), needs=("make_boundary_labels", "train_cam"), enabled=_learned)
 def run_train_boundary(ctx: Context) -> dict:
     """Train the boundary network with the SBE joint loss (or BES's, ``boundary.loss=bes``)."""
     train = ctx.split("train_split", need_labels=False)
@@ -63,7 +68,7 @@ def run_train_boundary(ctx: Context) -> dict:
                           tensorboard=ctx.cfg.tensorboard)
 
 
-@stage("make_boundary", sections=("boundary",), needs=("train_boundary",))
+@stage("make_boundary", sections=("boundary",), needs=("train_boundary",), enabled=_learned)
 def run_make_boundary(ctx: Context) -> dict:
     """Flip-averaged boundary maps at stride 4 (float16 .npz per image)."""
     images = ctx.split("pseudo_split", need_labels=False)

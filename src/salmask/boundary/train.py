@@ -62,7 +62,7 @@ def train_boundary(ids: list[str], image_path, label_dir: Path, saliency_dir: Pa
     head = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
     backbone = [p for p in net.backbone.parameters() if p.requires_grad]
     groups = [{"params": head, "lr": cfg.lr}] + ([{"params": backbone, "lr": cfg.lr / 10}] if backbone else [])
-    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     ddp = wrap_ddp(net, device)
     mode = cfg.loss
 

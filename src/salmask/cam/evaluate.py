@@ -5,6 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
+from salmask.errors import InputError
 from salmask.metrics.confusion import ConfusionMatrix
 
 
@@ -31,15 +32,48 @@ def cam_to_labels(high_res: np.ndarray, keys: np.ndarray, bg: float) -> np.ndarr
 
 
 class ThresholdSweep:
-    """One confusion matrix per background threshold, filled image by image."""
+    """One confusion matrix per background threshold, filled image by image in one pass.
+
+    The class a pixel takes when it is foreground (the argmax over ``keys``) does not depend on the
+    threshold, only whether it is foreground does (its best score above t; a tie goes to background, as in
+    :func:`scores_to_index`). So each image adds one histogram over (GT class, class, number of thresholds
+    below the best score), and every threshold's matrix is read off its cumulative sums: the same matrices
+    as scoring :func:`cam_to_labels` at each threshold, at the cost of one.
+    """
 
     def __init__(self, thresholds: Sequence[float], num_classes: int):
         self.thresholds = [float(t) for t in thresholds]
         self.cms = [ConfusionMatrix(num_classes) for _ in self.thresholds]
+        self._order = np.argsort(self.thresholds, kind="stable")
+        self._sorted = np.asarray(self.thresholds, np.float32)[self._order]  # compared in float32, as the argmax
 
     def update(self, high_res: np.ndarray, keys: np.ndarray, gt: np.ndarray, name: str = "") -> None:
-        for t, cm in zip(self.thresholds, self.cms):
-            cm.update(cam_to_labels(high_res, keys, t), gt, name=name)
+        """``high_res`` [K,H,W] scores of the classes ``keys`` [K], ``gt`` [H,W] class ids (255 ignored)."""
+        c, n = self.cms[0].num_classes, len(self.thresholds) + 1
+        gt = np.asarray(gt).astype(np.int64)
+        if len(keys) == 0:
+            level = np.zeros(high_res.shape[1:], np.int64)
+            cls = np.zeros(high_res.shape[1:], np.int64)
+        else:
+            scores = high_res.astype(np.float32)
+            level = np.searchsorted(self._sorted, scores.max(0), side="left")  # thresholds below the best score
+            cls = class_lut(keys).astype(np.int64)[1 + scores.argmax(0)]
+        if cls.shape != gt.shape:
+            raise InputError(name, f"prediction shape {cls.shape} != ground truth shape {gt.shape}")
+        if cls.size and int(cls.max()) >= c:
+            raise InputError(name, f"class ids {sorted(set(keys.tolist()))} outside 0..{c - 1}")
+        valid = gt != self.cms[0].ignore_index
+        bad = valid & ((gt < 0) | (gt >= c))
+        if bad.any():
+            raise InputError(name, f"ground-truth values {sorted(np.unique(gt[bad]).tolist())[:8]} outside "
+                                   f"0..{c - 1}")
+        counts = np.bincount(((gt[valid] * c + cls[valid]) * n + level[valid]),
+                             minlength=c * c * n).reshape(c, c, n)
+        below = counts.cumsum(-1)  # below[g, k, j]: pixels with at most j thresholds under their score
+        for j, t in enumerate(self._order):  # sorted threshold j: foreground iff more than j lie below
+            fg = below[:, :, -1] - below[:, :, j]
+            fg[:, 0] += below[:, :, j].sum(1)
+            self.cms[t].hist += fg
 
     def all_reduce(self) -> "ThresholdSweep":
         for cm in self.cms:

@@ -11,14 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from salmask.boundary.crf import crf_enabled, crf_labels, dense_crf
-from salmask.cam.evaluate import class_lut, scores_to_index, with_background
-from salmask.errors import ConfigError
-from salmask.io import load_npz, read_image, save_npz, write_png
+from salmask.cam.evaluate import ThresholdSweep, class_lut, scores_to_index, with_background
+from salmask.errors import ConfigError, InputError
+from salmask.io import load_npz, read_gray, read_image, save_npz, write_png
 from salmask.metrics.confusion import ConfusionMatrix
 from salmask.pipeline import Context, stage
+from salmask.refine.bg_score import GRID, SaliencyAgreement, choose
+from salmask.refine.edges import walk_boundary
 from salmask.refine.random_walk import propagate
 from salmask.stage_utils import eval_ids, loop, todo
 from salmask.utils import dist
+from salmask.utils.log import logger
 
 
 def walk_scores(cam: np.ndarray, boundary: np.ndarray, hw: tuple[int, int], cfg,
@@ -48,28 +51,66 @@ def crf_refine(image: np.ndarray, index: np.ndarray, scores: np.ndarray, bg_scor
     return dense_crf(image, probs / probs.sum(0, keepdims=True), sxy_bilateral=20).argmax(0)
 
 
-@stage("make_pseudo", sections=("walk",), needs=("make_cam", "make_boundary"))
+def _needs(cfg) -> tuple[str, ...]:
+    w = cfg.walk
+    needs = ("make_cam",) + (("make_boundary",) if w.boundary != "saliency" else ())
+    return needs + (("saliency",) if w.boundary != "learned" or w.bg_score == "auto" else ())
+
+
+def _saliency(ctx: Context, i: str, hw: tuple[int, int]) -> np.ndarray:
+    path = ctx.dir("saliency") / f"{i}.png"
+    sal = read_gray(path)
+    if sal.shape != tuple(hw):
+        raise InputError(path, f"saliency size {sal.shape} differs from the CAM's {tuple(hw)}")
+    return sal
+
+
+def resolve_bg_score(ctx: Context, ids: list[str]) -> tuple[float, list[dict] | None]:
+    """``walk.bg_score`` as a number: the configured one, or for ``auto`` the score of highest agreement with
+    saliency over ``ids`` (:mod:`salmask.refine.bg_score`; no ground truth read) and its curve."""
+    if ctx.cfg.walk.bg_score != "auto":
+        return float(ctx.cfg.walk.bg_score), None
+    agreement = SaliencyAgreement()
+    for i in loop(dist.shard(ids), "make_pseudo: background score"):
+        scores = load_npz(ctx.dir() / "scores" / f"{i}.npz")["scores"]
+        agreement.update(scores, _saliency(ctx, i, scores.shape[1:]))
+    score, curve = choose(agreement.all_reduce())
+    logger.info("make_pseudo: walk.bg_score auto -> %.2f (foreground/saliency IoU %.2f%%)", score,
+                max(c["iou"] for c in curve))
+    return score, curve
+
+
+@stage("make_pseudo", sections=("walk",), needs=_needs)
 def run_make_pseudo(ctx: Context) -> dict:
-    """Pseudo masks: random walk of the stride-4 CAMs bounded by the boundary maps, then argmax with a
-    background score."""
+    """Pseudo masks: the random walk of the CAMs inside the boundary evidence, then argmax against a background
+    score (fixed, or chosen by agreement with saliency)."""
     w = ctx.cfg.walk
-    images = ctx.split("pseudo_split")
+    images = ctx.split("pseudo_split", need_labels=False)  # nor masks: nothing here reads ground truth
     out = ctx.dir()
     use_crf = crf_enabled(w.crf)
-    ids = todo(images.ids, lambda i: out / f"{i}.png")
-    for i in loop(ids, "make_pseudo"):
+    for i in loop(todo(images.ids, lambda i: out / "scores" / f"{i}.npz"), "make_pseudo"):
         cam = load_npz(ctx.dir("make_cam") / f"{i}.npz")
-        boundary = load_npz(ctx.dir("make_boundary") / f"{i}.npz")["boundary"]
         hw = cam["high_res"].shape[1:]
-        scores = walk_scores(cam["cam"], boundary, hw, w, ctx.device)
-        index, lut = scores_to_index(scores, w.bg_score), class_lut(cam["keys"])
-        labels = lut[index]
-        if use_crf:
-            refined = crf_refine(read_image(images.image_path(i)), index, scores, w.bg_score, w.crf_unary)
-            write_png(out / "crf" / f"{i}.png", lut[refined], images.meta.palette)
+        learned = load_npz(ctx.dir("make_boundary") / f"{i}.npz")["boundary"] if w.boundary != "saliency" else None
+        sal = _saliency(ctx, i, hw) if w.boundary != "learned" else None
+        edge = walk_boundary(w.boundary, learned, sal, cam["cam"].shape[1:])
+        scores = walk_scores(cam["cam"], edge, hw, w, ctx.device)
         save_npz(out / "scores" / f"{i}.npz", keys=cam["keys"], scores=scores.astype(np.float16))
-        write_png(out / f"{i}.png", labels, images.meta.palette)
-    return {"images": len(images.ids), "crf": use_crf}
+    dist.barrier()
+    bg_score, curve = resolve_bg_score(ctx, images.ids)
+    for i in loop(todo(images.ids, lambda i: out / f"{i}.png"), "make_pseudo: masks"):
+        stored = load_npz(out / "scores" / f"{i}.npz")
+        scores = stored["scores"].astype(np.float32)
+        index, lut = scores_to_index(scores, bg_score), class_lut(stored["keys"])
+        if use_crf:
+            refined = crf_refine(read_image(images.image_path(i)), index, scores, bg_score, w.crf_unary)
+            write_png(out / "crf" / f"{i}.png", lut[refined], images.meta.palette)
+        write_png(out / f"{i}.png", lut[index], images.meta.palette)
+    result = {"images": len(images.ids), "crf": use_crf, "boundary": w.boundary, "bg_score": bg_score}
+    if curve is not None:
+        result["bg_score_auto"] = {"criterion": "IoU (%) of the pseudo foreground with saliency > 0.5",
+                                   "curve": curve}
+    return result
 
 
 def score_masks(ctx: Context, folder, ids: list[str]) -> dict:
@@ -95,9 +136,28 @@ def score_masks(ctx: Context, folder, ids: list[str]) -> dict:
 
 @stage("eval_pseudo", sections=("walk",), needs=("make_pseudo",))
 def run_eval_pseudo(ctx: Context) -> dict:
-    """Pseudo-mask metrics on the evaluation split (all images and the single-class subset)."""
+    """Pseudo-mask metrics on the evaluation split (all images and the single-class subset), and the walk's
+    scores re-cut at each background score of a sweep (what ground truth would have chosen)."""
     ids = eval_ids(ctx)
     metrics = score_masks(ctx, ctx.dir("make_pseudo"), ids)
     if ctx.cfg.walk.crf and (ctx.dir("make_pseudo") / "crf").is_dir():
         metrics["crf"] = score_masks(ctx, ctx.dir("make_pseudo") / "crf", ids)
-    return {"images": len(ids), "metrics": metrics}
+    return {"images": len(ids), "metrics": metrics, "bg_sweep": bg_sweep(ctx, ids)}
+
+
+def bg_sweep(ctx: Context, ids: list[str]) -> dict:
+    """mIoU of the walk's stored scores at each background score of :data:`GRID` on ``ids`` (ground truth:
+    evaluation only), the best of them, and the score the run used."""
+    from salmask.io import read_mask
+
+    images = ctx.split("pseudo_split")
+    meta = images.meta
+    sweep = ThresholdSweep(GRID, meta.num_classes)
+    for i in dist.shard(ids):
+        stored = load_npz(ctx.dir("make_pseudo") / "scores" / f"{i}.npz")
+        sweep.update(stored["scores"], stored["keys"], read_mask(images.mask_path(i), meta.num_classes,
+                                                                 meta.ignore_index), name=i)
+    table = [{"score": r["threshold"], "mIoU": round(r["mIoU"], 3)} for r in sweep.all_reduce().table(meta.classes)]
+    best = max(table, key=lambda r: r["mIoU"])
+    return {"used": ctx.manifest("make_pseudo").get("bg_score"), "best_score": best["score"],
+            "best_mIoU": best["mIoU"], "curve": table}
