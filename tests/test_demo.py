@@ -22,7 +22,12 @@ def test_quick_demo(tmp_path, capsys):
     assert set(summary["sod"]) == {"classic", "rgbsod"}
     for m in summary["sod"].values():
         assert SOD_KEYS <= set(m)
-    assert set(summary["ablation"]) == {"bes", "sbe_labels_bes_loss", "sbe_classic_saliency"}
+    assert set(summary["ablation"]) == {"bes", "sbe_labels_bes_loss", "sbe_classic_saliency", "walk_learned",
+                                        "walk_saliency", "walk_both"}
+    # the demo's walk reads the learned boundary: that variant is the main run's row, not a second run
+    assert summary["ablation"]["walk_learned"]["same_as_main"] and "walk_learned" not in summary["ablation_seconds"]
+    assert set(summary["ablation_seconds"]["walk_saliency"]) == {"make_pseudo", "eval_pseudo"}
+    assert summary["sbe"]["bg"]["auto"] and 0.05 <= summary["sbe"]["bg"]["score"] <= 0.95
     assert summary["saliency_source"] == "rgbsod" and summary["seconds"]["train_cam"] > 0
     assert set(summary["ablation_seconds"]["bes"]) == {"make_boundary_labels", "train_boundary", "make_boundary",
                                                        "make_pseudo", "eval_pseudo"}

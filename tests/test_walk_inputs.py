@@ -76,10 +76,12 @@ def test_cam_and_boundary_trainers_use_the_configured_momentum(momentum, referen
     assert seen["momentum"] == {momentum} and seen["checked"] > 0
 
 
-def test_reference_presets_train_with_the_references_momentum():
+def test_reference_presets_keep_the_references_recipe():
     for preset in ("voc", "voc_v3plus", "coco"):
         cfg = load_config(preset)
         assert cfg.cam.momentum == 1e-4 and cfg.boundary.momentum == 1e-4, preset
+        assert cfg.walk.bg_score == 0.21 and cfg.walk.boundary == "learned", preset
+    assert load_config("demo").walk.bg_score == "auto"
 
 
 def test_agreement_picks_the_score_where_the_foreground_is_the_salient_region():
@@ -145,7 +147,7 @@ def test_bg_score_accepts_auto_or_a_number():
 def test_auto_bg_score_reads_no_ground_truth(reference_run, tiny_data, tmp_path):
     """make_pseudo with ``walk.bg_score=auto`` and ``walk.boundary=both`` on a copy of the reference run while
     the dataset's masks are absent: it runs, records its choice and curve, and writes every mask."""
-    assert read_json(reference_run / "make_pseudo" / "manifest.json")["bg_score"] == 0.21
+    assert "bg_score_auto" in read_json(reference_run / "make_pseudo" / "manifest.json")  # the demo's default
     work = tmp_path / "work"
     shutil.copytree(reference_run, work, symlinks=True)
     cfg = load_config(str(reference_run / "config.yaml"), [f"work_dir={work}", "walk.bg_score=auto",

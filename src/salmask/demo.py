@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from omegaconf import OmegaConf
+
 from salmask.config import load_config
 from salmask.io import write_json
 from salmask.pipeline import run_pipeline
@@ -25,11 +27,17 @@ QUICK = (
 )
 
 # name -> (overrides, upstream stages reused from the main run); a reused stage whose hash would differ
-# under the variant's settings is reported as incomplete, never rerun in the main run's folder
+# under the variant's settings is reported as incomplete, never rerun in the main run's folder. BES has no
+# saliency, so its walk reads the learned boundary map alone; every variant keeps the main run's background
+# score rule. A walk variant equal to the main run's setting is the main run's row, not run twice.
+LEARNED_BOUNDARY = ("saliency", "make_boundary_labels", "train_boundary", "make_boundary")
 ABLATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "bes": (("boundary_labels.use_saliency=false", "boundary.loss=bes"), ("saliency",)),
+    "bes": (("boundary_labels.use_saliency=false", "boundary.loss=bes", "walk.boundary=learned"), ("saliency",)),
     "sbe_labels_bes_loss": (("boundary.loss=bes",), ("saliency", "make_boundary_labels")),
     "sbe_classic_saliency": (("saliency.source=classic",), ()),
+    "walk_learned": (("walk.boundary=learned",), LEARNED_BOUNDARY),
+    "walk_saliency": (("walk.boundary=saliency",), LEARNED_BOUNDARY),
+    "walk_both": (("walk.boundary=both",), LEARNED_BOUNDARY),
 }
 UPSTREAM = ("generate", "coco_masks", "train_cam", "make_cam", "eval_cam", "train_sod", "labels")
 BOUNDARY_STAGES = ("saliency", "make_boundary_labels", "train_boundary", "make_boundary", "make_pseudo",
@@ -65,16 +73,19 @@ def run_study(preset: str, overrides: Sequence[str] = (), *, work_dir: Path | No
     variants = {}
     for name in ablations:
         extra, reuse = ABLATIONS[name]
+        if all(str(OmegaConf.select(cfg, k)) == v for k, v in (e.split("=", 1) for e in extra)):
+            variants[name] = {**results, "same_as_main": True}
+            continue
         vdir = work_dir / "ablation" / name
         for st in (*UPSTREAM, *reuse):
             _link(work_dir / st, vdir / st)
         res = run_pipeline(load_config(preset, [*base, f"work_dir={vdir}", *extra]),
                            stages=[s for s in BOUNDARY_STAGES if s not in reuse])
         variants[name] = res
-    summary = build_summary(results, {n: r["eval_pseudo"]["metrics"] for n, r in variants.items()}, smoke=smoke)
+    summary = build_summary(results, {n: _pseudo(r) for n, r in variants.items()}, smoke=smoke)
     summary["saliency_source"] = cfg.saliency.source
     summary["seconds"] = stage_seconds(results)
-    summary["ablation_seconds"] = {n: stage_seconds(r) for n, r in variants.items()}
+    summary["ablation_seconds"] = {n: stage_seconds(r) for n, r in variants.items() if not r.get("same_as_main")}
     if dist.is_main():
         write_json(work_dir / "summary.json", summary)
         print(format_summary(summary))
@@ -98,8 +109,21 @@ def _link(src: Path, dst: Path) -> None:
 
 
 
+def _pseudo(results: dict) -> dict:
+    """A run's pseudo-mask metrics with the background score it used and the sweep's ground-truth best."""
+    out = dict(results["eval_pseudo"]["metrics"])
+    sweep = results["eval_pseudo"].get("bg_sweep")
+    if sweep:
+        out["bg"] = {"score": sweep["used"], "auto": "bg_score_auto" in results.get("make_pseudo", {}),
+                     "best_score": sweep["best_score"], "best_mIoU": sweep["best_mIoU"]}
+    if results.get("same_as_main"):
+        out["same_as_main"] = True
+    return out
+
+
 def _pick(m: dict) -> dict:
     out = {k: m[k] for k in HEADLINE if k in m}
+    out.update({k: m[k] for k in ("bg", "same_as_main") if k in m})
     if "single_class" in m:
         out["single_class"] = {k: m["single_class"][k] for k in (*HEADLINE, "images") if k in m["single_class"]}
     return out
@@ -116,7 +140,7 @@ def build_summary(results: dict, ablations: dict, smoke: bool = False) -> dict:
     if "eval_sod" in results:
         s["sod"] = results["eval_sod"]["metrics"]
     if "eval_pseudo" in results:
-        s["sbe"] = _pick(results["eval_pseudo"]["metrics"])
+        s["sbe"] = _pick(_pseudo(results))
     if "eval_select" in results:
         s["sos"] = _pick(results["eval_select"]["metrics"])
     if "eval_seg" in results:
@@ -132,9 +156,12 @@ SOURCE_NAMES = {"rgbsod": "RGB-SOD", "onnx": "ONNX model", "classic": "classic M
 def format_summary(s: dict) -> str:
     rows = [("CAM (train, bg t=%.2f)" % s["cam"]["threshold"], s["cam"])] if "cam" in s else []
     for name, m in s.get("ablation", {}).items():
-        rows.append((f"pseudo: {ABLATION_LABELS.get(name, name)}", m))
+        rows.append((f"pseudo: {ABLATION_LABELS.get(name, name)}{' (= SBE)' if m.get('same_as_main') else ''}", m))
     if "sbe" in s:
         rows.append((f"pseudo: SBE ({SOURCE_NAMES.get(s.get('saliency_source'), 'RGB-SOD')} saliency)", s["sbe"]))
+        bg = s["sbe"].get("bg")
+        if bg:
+            rows.append((f"  SBE at the GT-best bg {bg['best_score']:.2f}", {"mIoU": bg["best_mIoU"]}))
     if "sos" in s:
         rows.append(("pseudo: SBE + Selector", s["sos"]))
     if "seg" in s:
@@ -142,13 +169,16 @@ def format_summary(s: dict) -> str:
     smoke = bool(s.get("smoke"))
     mark = "  smoke" if smoke else ""
     lines = [SMOKE_BANNER] if smoke else []
-    lines.append(f"{'stage':<34}{'mIoU':>8}{'Acc':>8}{'Acc_cls':>9}{'fwIoU':>8}{'1-class mIoU':>14}"
+    lines.append(f"{'stage':<40}{'mIoU':>8}{'Acc':>8}{'Acc_cls':>9}{'fwIoU':>8}{'1-class mIoU':>14}"
                  + ("  run" if smoke else ""))
     for name, m in rows:
         single = m.get("single_class", {}).get("mIoU")
         single_text = "" if single is None else f"{single:.2f}"
-        lines.append(f"{name:<34}{m['mIoU']:8.2f}{m['Acc']:8.2f}{m['Acc_class']:9.2f}{m['fwIoU']:8.2f}"
-                     f"{single_text:>14}{mark}".rstrip())
+        cells = "".join(f"{m[k]:{w}.2f}" if k in m else " " * w for k, w in (("mIoU", 8), ("Acc", 8),
+                                                                               ("Acc_class", 9), ("fwIoU", 8)))
+        bg = m.get("bg")
+        note = f"  bg {bg['score']:.2f}{' auto' if bg['auto'] else ''}" if bg and bg.get("score") is not None else ""
+        lines.append(f"{name:<40}{cells}{single_text:>14}{note}{mark}".rstrip())
     for src, m in s.get("sod", {}).items():
         lines.append(f"SOD {src:<10} MAE={m['MAE']:.4f} maxF={m['maxF']:.4f} meanF={m['meanF']:.4f} "
                      f"adpF={m['adpF']:.4f} Sm={m['Sm']:.4f} Em={m['Em']:.4f}{mark}")

@@ -77,11 +77,13 @@ class DeepLabV3Plus(nn.Module):
     """DeepLab-v3+: ASPP on the last stage, decoder with the stride-4 stage.
 
     forward: x [B, 3, H, W] -> logits [B, num_classes, ceil(H/4), ceil(W/4)]. ``output_stride`` (16 or 8)
-    sets the dilation of the last stage and the ASPP rates (6/12/18 at 16, doubled at 8).
+    sets the dilation of the last stage and the ASPP rates (6/12/18 at 16, doubled at 8). ``channels`` is
+    the width of the ASPP output and of the decoder (256 in the paper); the two 3×3 decoder convolutions at
+    stride 4 cost ``channels``² per pixel and dominate a light backbone's step.
     """
 
     def __init__(self, backbone: str = "resnet101", num_classes: int = 21, *,
-                 pretrained: bool | str = False, output_stride: int = 16, norm: str = "bn"):
+                 pretrained: bool | str = False, output_stride: int = 16, norm: str = "bn", channels: int = 256):
         super().__init__()
         _check(num_classes, output_stride, tuple(V3_RATES))
         if norm not in NORMS:
@@ -93,10 +95,12 @@ class DeepLabV3Plus(nn.Module):
             raise ConfigError(f"backbone {backbone!r}: stage 1 has stride {low_reduction}, the "
                               f"DeepLab-v3+ decoder needs stride-4 features")
         low_ch, high_ch = self.backbone.feature_info.channels()
-        self.aspp = ASPP(high_ch, V3_RATES[output_stride], 256)
+        if int(channels) < 1:
+            raise ConfigError(f"decoder channels must be >= 1, got {channels}")
+        self.aspp = ASPP(high_ch, V3_RATES[output_stride], channels)
         self.low_proj = _conv_bn_relu(low_ch, 48, 1)
-        self.decoder = nn.Sequential(_conv_bn_relu(256 + 48, 256, 3), _conv_bn_relu(256, 256, 3))
-        self.classifier = nn.Conv2d(256, num_classes, 1)
+        self.decoder = nn.Sequential(_conv_bn_relu(channels + 48, channels, 3), _conv_bn_relu(channels, channels, 3))
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
         for m in (self.aspp, self.low_proj, self.decoder, self.classifier):
             for conv in m.modules():
                 if isinstance(conv, nn.Conv2d):
@@ -117,7 +121,7 @@ MODELS: dict[str, type[nn.Module]] = {"deeplabv2": DeepLabV2, "deeplabv3plus": D
 
 
 def build_segmenter(arch: str, *, backbone: str, num_classes: int, pretrained: bool | str = False,
-                    output_stride: int | None = None, norm: str = "bn") -> nn.Module:
+                    output_stride: int | None = None, norm: str = "bn", channels: int = 256) -> nn.Module:
     """Build a registered segmentation network; ``output_stride=None`` keeps the arch's default
     (8 for deeplabv2, 16 for deeplabv3plus). DeepLab-v2's head has no normalisation, so it takes only
     ``norm="bn"`` (the backbone's own)."""
@@ -127,9 +131,11 @@ def build_segmenter(arch: str, *, backbone: str, num_classes: int, pretrained: b
     if output_stride is not None:
         kwargs["output_stride"] = output_stride
     if arch == "deeplabv3plus":
-        kwargs["norm"] = norm
+        kwargs.update(norm=norm, channels=channels)
     elif norm != "bn":
         raise ConfigError(f"norm={norm!r} is only available for deeplabv3plus")
+    elif channels != 256:
+        raise ConfigError("decoder channels are only configurable for deeplabv3plus (DeepLab-v2 has no decoder)")
     return MODELS[arch](**kwargs)
 
 

@@ -33,7 +33,8 @@ EVAL_STAGES = (("eval_cam", "CAM", "CAM"), ("eval_pseudo", "pseudo masks: SBE", 
                ("eval_select", "pseudo masks: SBE + Selector (SOS)", "SOS"),
                ("eval_seg", "segmentation (val)", "seg"))
 ABLATION_LABELS = {"bes": "BES labels + BES loss", "sbe_labels_bes_loss": "SBE labels + BES loss",
-                   "sbe_classic_saliency": "SBE, classic saliency"}
+                   "sbe_classic_saliency": "SBE, classic saliency", "walk_learned": "SBE, walk in learned edges",
+                   "walk_saliency": "SBE, walk in saliency edges", "walk_both": "SBE, walk in both edges"}
 HISTORIES = (("train_cam", "CAM classifier"), ("train_boundary", "boundary network"),
              ("train_sod", "RGB-SOD network"), ("train_seg", "segmentation network"))
 _NOT_CURVES = {"step", "epoch", "lr", "seconds"}
@@ -198,16 +199,32 @@ def metrics_section(work_dir: Path, manifests: dict[str, dict | None]) -> str:
         if stage == "eval_cam" and m is not None:
             label = f"CAM (background t={_num(m.get('threshold'))})"
             note = f"best t={_num(m.get('best_threshold'))}: mIoU {_num(m.get('best_mIoU'))}"
+        if stage == "eval_pseudo" and m is not None:
+            note = _bg_note(work_dir / "make_pseudo", work_dir / "eval_pseudo")
         if stage == "eval_pseudo":
             for vdir in sorted((work_dir / "ablation").glob("*/eval_pseudo")):
                 name = vdir.parent.name
                 row(f"ablation: {ABLATION_LABELS.get(name, name)}", _read_metrics(vdir / "manifest.json"),
-                    images=images_of(f"ablation/{name}/eval_pseudo"))
+                    _bg_note(vdir.parent / "make_pseudo", vdir), images=images_of(f"ablation/{name}/eval_pseudo"))
         row(label, m, note, images_of(stage))
     html = f'<table class="metrics"><tr>{head}</tr>\n' + "\n".join(rows) + "</table>"
     html += "<p class=\"meta\">IoU and accuracies in percent; single-class mIoU over the images with " \
             "one foreground class.</p>"
     return html + sod_table(work_dir) + selector_line(work_dir)
+
+
+def _bg_note(make_dir: Path, eval_dir: Path) -> str:
+    """The walk's background score (and how it was chosen) and the score ground truth would have chosen."""
+    try:
+        made, sweep = read_json(make_dir / "manifest.json"), read_json(eval_dir / "manifest.json").get("bg_sweep")
+    except (InputError, AttributeError):
+        return ""
+    if made.get("bg_score") is None:
+        return ""
+    note = f"bg {made['bg_score']:.2f}" + (" (auto: best agreement with saliency)" if "bg_score_auto" in made else "")
+    if sweep:
+        note += f"; GT-best bg {sweep['best_score']:.2f}: mIoU {_num(sweep['best_mIoU'])}"
+    return note + (f"; walk in {made['boundary']} edges" if made.get("boundary") else "")
 
 
 def stage_seconds(stage_dir: Path) -> float | None:

@@ -31,7 +31,8 @@ def mask_source(ctx: Context) -> Path:
 
 
 def _needs(cfg) -> tuple[str, ...]:
-    return {"select": ("select",), "pseudo": ("make_pseudo",)}.get(cfg.seg.source, ())
+    masks = {"select": ("select",), "pseudo": ("make_pseudo",)}.get(cfg.seg.source, ())
+    return masks + (("train_cam",) if cfg.seg.init == "cam" else ())
 
 
 @stage("train_seg", sections=("seg",), needs=_needs)
@@ -46,7 +47,7 @@ def run_train_seg(ctx: Context) -> dict:
                                                    f"training images")
     return train_seg(ids, train.image_path, masks, train.meta.num_classes, ctx.cfg.seg, device=ctx.device,
                      out_dir=ctx.dir(), amp=ctx.amp, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,
-                     tensorboard=ctx.cfg.tensorboard)
+                     tensorboard=ctx.cfg.tensorboard, cam_checkpoint=ctx.dir("train_cam") / "model.pt")
 
 
 def _infer(ctx: Context, images, ids: list[str], out: Path) -> None:

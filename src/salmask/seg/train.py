@@ -43,18 +43,41 @@ class SegDataset(Dataset):
 
 def build_model(cfg, num_classes: int, pretrained) -> torch.nn.Module:
     return build_segmenter(cfg.arch, backbone=cfg.backbone, num_classes=num_classes, pretrained=pretrained,
-                           norm=cfg.norm)
+                           norm=cfg.norm, channels=cfg.channels)
+
+
+def load_cam_backbone(model: torch.nn.Module, cam_checkpoint: Path) -> None:
+    """Initialise ``model.backbone`` from a trained CAM classifier (``seg.init: cam``): every backbone tensor
+    must be in the checkpoint with its shape (the CAM net has the same timm backbone, undilated; dilation
+    holds no weights)."""
+    from salmask.errors import InputError
+
+    ckpt = load_checkpoint(cam_checkpoint)
+    own = model.backbone.state_dict()
+    picked = {k.removeprefix("backbone."): v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+    wrong = [k for k in own if k not in picked or picked[k].shape != own[k].shape]
+    if wrong:
+        raise InputError(cam_checkpoint, f"the CAM backbone ({ckpt.get('backbone')}) does not fit seg.backbone "
+                                         f"(e.g. {wrong[0]}); seg.init=cam needs the same backbone")
+    model.backbone.load_state_dict({k: picked[k] for k in own})
 
 
 def train_seg(ids: list[str], image_path, mask_dir: Path, num_classes: int, cfg, *, device: torch.device,
-              out_dir: Path, amp: bool, num_workers: int, seed: int, tensorboard: bool = False) -> dict:
+              out_dir: Path, amp: bool, num_workers: int, seed: int, tensorboard: bool = False,
+              cam_checkpoint: Path | None = None) -> dict:
     seed_everything(seed)
-    model = build_model(cfg, num_classes, cfg.pretrained).to(device)
+    if cfg.init not in ("pretrained", "cam"):
+        from salmask.errors import ConfigError
+        raise ConfigError(f"seg.init must be pretrained or cam, got {cfg.init!r}")
+    model = build_model(cfg, num_classes, cfg.pretrained if cfg.init == "pretrained" else False)
+    if cfg.init == "cam":
+        load_cam_backbone(model, cam_checkpoint)
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     ds = SegDataset(ids, image_path, mask_dir, num_classes, cfg.crop, tuple(cfg.scale))
     loader = make_loader(ds, cfg.batch_size, seed=seed, num_workers=num_workers)
-    optimizer = torch.optim.SGD(param_groups(model, cfg.lr), lr=cfg.lr, momentum=cfg.momentum,
+    optimizer = torch.optim.SGD(param_groups(model, cfg.lr, cfg.head_lr_mult), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     ddp = wrap_ddp(model, device)
     multi_scale = cfg.arch == "deeplabv2"
@@ -72,13 +95,13 @@ def train_seg(ids: list[str], image_path, mask_dir: Path, num_classes: int, cfg,
                   out_dir=out_dir, desc="train_seg", amp=amp, checkpoint_every=cfg.checkpoint_every,
                   tensorboard=tensorboard)
     save_checkpoint(out_dir / "model.pt", model=model.state_dict(), arch=cfg.arch, backbone=cfg.backbone,
-                    num_classes=num_classes)
+                    num_classes=num_classes, channels=cfg.channels)
     return {"steps": len(history), "final_loss": history[-1]["loss"] if history else None}
 
 
 def load_seg_model(path: Path, cfg, device: torch.device) -> torch.nn.Module:
     ckpt = load_checkpoint(path)
     model = build_segmenter(ckpt["arch"], backbone=ckpt["backbone"], num_classes=int(ckpt["num_classes"]),
-                            pretrained=False, norm=cfg.norm)
+                            pretrained=False, norm=cfg.norm, channels=int(ckpt.get("channels", 256)))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()
