@@ -178,3 +178,36 @@ def test_export_voc_test_refuses_bad_predictions(tmp_path):
     with pytest.raises(ValueError, match="duplicate"):
         export_voc_test(pred, out, ["a", "a"])
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_decoder_width_is_configurable():
+    narrow = DeepLabV3Plus("resnet18", num_classes=5, channels=32)
+    wide = DeepLabV3Plus("resnet18", num_classes=5)
+    assert narrow.eval()(torch.randn(1, 3, 65, 65)).shape == (1, 5, 17, 17)
+    assert narrow.classifier.in_channels == 32 and wide.classifier.in_channels == 256
+    head = lambda m: sum(p.numel() for n, p in m.named_parameters() if not n.startswith("backbone."))  # noqa: E731
+    assert head(narrow) < head(wide) / 10
+    with pytest.raises(ConfigError, match="only configurable for deeplabv3plus"):
+        build_segmenter("deeplabv2", backbone="resnet18", num_classes=5, channels=64)
+
+
+def test_head_lr_multiple():
+    model = DeepLabV3Plus("resnet18", num_classes=5, channels=32)
+    groups = {g["name"]: g["lr"] for g in param_groups(model, 0.01, 3.0)}
+    assert groups == {"backbone": 0.01, "head": pytest.approx(0.03)}
+
+
+def test_segmenter_backbone_from_the_cam_classifier(tmp_path):
+    from salmask.models.cam_net import CAMNet
+    from salmask.seg.train import load_cam_backbone
+    from salmask.utils.train import save_checkpoint
+
+    torch.manual_seed(0)
+    cam = CAMNet(20, "resnet18", pretrained=False)
+    save_checkpoint(tmp_path / "cam.pt", model=cam.state_dict(), backbone="resnet18")
+    seg = DeepLabV3Plus("resnet18", num_classes=21, channels=32)
+    load_cam_backbone(seg, tmp_path / "cam.pt")
+    for k, v in seg.backbone.state_dict().items():
+        assert torch.equal(v, cam.backbone.state_dict()[k]), k
+    with pytest.raises(InputError, match="does not fit seg.backbone"):
+        load_cam_backbone(DeepLabV3Plus("resnet34", num_classes=21, channels=32), tmp_path / "cam.pt")

@@ -53,7 +53,7 @@ def make_step(channels: int, channels_last: bool, device: str, compiled: bool = 
         optimizer.step()
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
-        return float(loss)
+        return loss.item()
 
     return step
 
