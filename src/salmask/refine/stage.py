@@ -16,21 +16,17 @@ from salmask.errors import ConfigError
 from salmask.io import load_npz, read_image, save_npz, write_png
 from salmask.metrics.confusion import ConfusionMatrix
 from salmask.pipeline import Context, stage
-from salmask.refine.random_walk import propagate
+from salmask.refine import postprocess
 from salmask.stage_utils import eval_ids, loop, todo
 from salmask.utils import dist
 
 
 def walk_scores(cam: np.ndarray, boundary: np.ndarray, hw: tuple[int, int], cfg,
                 device: torch.device) -> np.ndarray:
-    """Stride-4 CAMs [K,h,w] + boundary [h,w] -> walk scores [K,H,W] in [0,1] (divided by the global max)."""
-    if cam.shape[0] == 0:
-        return np.zeros((0, *hw), np.float32)
-    cams = torch.from_numpy(cam.astype(np.float32)).to(device)
-    edge = torch.from_numpy(boundary.astype(np.float32)).to(device).clamp_(0, 1)
-    rw = propagate(cams, edge, beta=cfg.beta, exp_times=cfg.exp_times, radius=cfg.radius)
-    up = F.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :hw[0], :hw[1]]
-    return (up / up.max().clamp_min(1e-5)).cpu().numpy()
+    """Stride-4 CAMs [K,h,w] + boundary [h,w] -> walk scores [K,H,W] in [0,1] (divided by the global max);
+    see :func:`salmask.refine.postprocess.walk_scores`."""
+    return postprocess.walk_scores(cam, boundary, hw, beta=cfg.beta, exp_times=cfg.exp_times, radius=cfg.radius,
+                                   device=device)
 
 
 def crf_refine(image: np.ndarray, index: np.ndarray, scores: np.ndarray, bg_score: float, unary: str) -> np.ndarray:
