@@ -154,6 +154,8 @@ def test_drop_in_shapes_as_make_sem_seg_labels_uses_them():
     assert rw_up.shape == (3, 37, 45)
     same = propagate_to_edge(x[:, None], edge[0])  # IRNet's x.view(-1, h, w) and a broadcast [h,w] edge
     torch.testing.assert_close(same, rw, rtol=0, atol=0)
+    batched = propagate_to_edge(x[None], edge[None])  # forks that pass [1,C,h,w] CAMs and a [1,1,h,w] edge
+    torch.testing.assert_close(batched, rw, rtol=0, atol=0)
     walled = propagate_to_edge(x, torch.ones_like(edge))
     assert float(walled.abs().max()) == 0.0  # x ⊙ (1 − edge) = 0 and no pixel reaches another
 

@@ -313,7 +313,8 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
                  labels: Any = None, *, out: PathLike | None = None, num_classes: int = 21, mode: str = "sep",
                  t0: float = 0.4, t1: float = 0.2, tau: float = 1.4, eta: float = 0.75, sal_thres: float = 0.5,
                  salient_classes: Sequence[int | str] | None = None, soft: Any = None, gt: Any = None,
-                 class_names: Sequence[str] | None = None) -> Any:
+                 class_names: Sequence[str] | None = None, allow_missing: bool = False,
+                 progress: bool = False) -> Any:
     """The Salient Object Selector: single-class pseudo masks replaced (or fused) by saliency where they agree.
 
     On folders (as ``salmask select``): ``pseudo`` and ``saliency`` are folders of ``{id}.png``, ``out`` the
@@ -330,7 +331,8 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
 
     Options (SPEC §7): ``mode`` "sep" (Algorithm 1) or "alpha", ``t0``, ``t1``, ``tau``, ``eta``,
     ``sal_thres``, ``salient_classes`` (class ids or names; default: n*_c ≥ eta); ``class_names`` name the
-    report's classes.
+    report's classes; ``allow_missing`` passes folder images without a saliency map through; ``progress``
+    shows progress bars.
     """
     from salmask.select.sos import SelectorConfig, resolve_classes, select_folder
 
@@ -338,7 +340,8 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
         raise ArgumentError(f"num_classes must be an integer in 2..255, got {num_classes!r}")
     salient = None if salient_classes is None else tuple(sorted(resolve_classes(
         salient_classes, num_classes=num_classes, class_names=class_names, source="salient_classes")))
-    config = SelectorConfig(mode=mode, t0=t0, t1=t1, tau=tau, eta=eta, sal_thres=sal_thres, salient_classes=salient)
+    config = SelectorConfig(mode=mode, t0=t0, t1=t1, tau=tau, eta=eta, sal_thres=sal_thres, salient_classes=salient,
+                            allow_missing=allow_missing)
     if isinstance(pseudo, (str, os.PathLike)):
         if not isinstance(saliency, (str, os.PathLike)) or out is None:
             raise ArgumentError("with a pseudo-mask folder, saliency must be a folder and out the output folder")
@@ -346,7 +349,7 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
             if v is not None and not isinstance(v, (str, os.PathLike)):
                 raise ArgumentError(f"with folders, {name} must be a folder or None")
         return select_folder(pseudo, saliency, out, num_classes=num_classes, config=config, labels=labels,
-                             soft_dir=soft, gt_dir=gt, class_names=class_names)
+                             soft_dir=soft, gt_dir=gt, class_names=class_names, progress=progress)
     if out is not None:
         raise ArgumentError("out is for folders; on arrays select_masks returns the masks")
     return _select_arrays(pseudo, saliency, labels, soft, gt, config, num_classes, class_names)
