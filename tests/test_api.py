@@ -64,6 +64,7 @@ def test_random_walk_bad_input(cams, boundary, kwargs, message):
 
 
 def test_pseudo_masks_is_the_stage_post_processing():
+    import salmask.stages  # noqa: F401  registers every stage in pipeline order before refine.stage registers its own
     from salmask.cam.evaluate import class_lut, scores_to_index
     from salmask.refine.stage import walk_scores
 
