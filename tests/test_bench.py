@@ -210,3 +210,16 @@ def test_infer_batch_config_is_checked_and_not_hashed():
     auto, four = load_config("demo"), load_config("demo", ["cam.infer_batch=4", "seg.infer_batch=2"])
     assert section_hash(auto.cam, auto.seg) == section_hash(four.cam, four.seg)
     assert section_hash(auto.cam) != section_hash(load_config("demo", ["cam.epochs=1"]).cam)
+
+
+def test_compat_memory_measures_both_walks():
+    import torch
+
+    from salmask.compat import propagate_to_edge
+
+    x, edge = torch.rand(2, 9, 11), torch.rand(1, 9, 11)
+    torch.testing.assert_close(bench_walk.irnet_shaped_dense(x, edge, exp_times=3),
+                               propagate_to_edge(x, edge, exp_times=3), rtol=0, atol=1e-5)
+    # 40x50: one dense float32 matrix is 15 MiB, which the dense walk holds at least twice over
+    r = bench_walk.compat_memory(40, 50, channels=2)
+    assert r["dense_peak_bytes"] > 2 * r["dense_matrix_bytes"] > r["compat_peak_bytes"] > 0

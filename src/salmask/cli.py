@@ -9,12 +9,13 @@ from salmask.errors import SalmaskError
 
 
 def _cmd_run(a: argparse.Namespace) -> None:
-    from salmask.config import load_config
-    from salmask.pipeline import run_pipeline
+    from salmask.api import run
+    from salmask.demo import format_summary
 
-    cfg = load_config(a.config, a.overrides)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
-    run_pipeline(cfg, stages=stages, force=a.force)
+    summary = run(a.config, a.overrides, stages=stages, force=a.force)
+    if any(k in summary for k in ("cam", "sod", "sbe", "sos", "seg")):
+        print(format_summary(summary))
 
 
 def _cmd_demo(a: argparse.Namespace) -> None:
@@ -39,25 +40,26 @@ def _cmd_stages(a: argparse.Namespace) -> None:
 
 
 def _cmd_eval(a: argparse.Namespace) -> None:
-    from salmask.metrics.confusion import format_table, score_folders
+    from salmask.api import segmentation_metrics
     from salmask.io import write_json
+    from salmask.metrics.confusion import format_table
 
     names = None
     if a.classes == "voc":
         from salmask.data.meta import VOC
         names = VOC.classes
     n = a.num_classes if a.num_classes else (len(names) if names else 21)
-    scores = score_folders(a.pred, a.gt, n, class_names=names)
+    scores = segmentation_metrics(a.pred, a.gt, num_classes=n, class_names=names)
     print(format_table(scores, f"{scores['images']} images"))
     if a.json:
         write_json(a.json, scores)
 
 
 def _cmd_sod_eval(a: argparse.Namespace) -> None:
-    from salmask.metrics.sod import score_sod_folders
+    from salmask.api import sod_metrics
     from salmask.io import write_json
 
-    scores = score_sod_folders(a.pred, a.gt)
+    scores = sod_metrics(a.pred, a.gt)
     print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in scores.items()))
     if a.json:
         write_json(a.json, scores)

@@ -17,3 +17,7 @@ class InputError(SalmaskError):
 
 class ConfigError(SalmaskError):
     """A configuration key or value that does not exist or cannot be used."""
+
+
+class ArgumentError(SalmaskError, ValueError):
+    """A bad argument to a library function (shape, dtype, range, NaN); also a ``ValueError``."""

@@ -1,6 +1,7 @@
 """The sparse random walk against the references' dense one: time, peak memory, agreement.
 
     python -m salmask.benchmarks.bench_walk [--quick] [--device cuda]
+    python -m salmask.benchmarks.bench_walk --compat [--dense MODULE:FUNCTION] [--dense-exp-times 1]
 
 Both run in this process for timing, on the same inputs (C = 3 channels, β = 5, exp_times = 8,
 radius 5). Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above what was allocated
@@ -158,9 +159,77 @@ def _format(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def irnet_shaped_dense(x: torch.Tensor, edge: torch.Tensor, radius: int = 5, beta: float = 10,
+                       exp_times: int = 8) -> torch.Tensor:
+    """:func:`dense_propagate` with IRNet's ``propagate_to_edge`` signature and shapes ([C,h,w], [1,h,w] ->
+    [C,1,h,w])."""
+    h, w = x.shape[-2:]
+    out = dense_propagate(x.reshape(-1, h, w), edge.reshape(h, w), beta=beta, exp_times=exp_times, radius=radius)
+    return out[:, None]
+
+
+def compat_peak_child(walk: str, height: int, width: int, channels: int, exp_times: int) -> int:
+    """In a fresh process: resident-set growth of one ``propagate_to_edge``-shaped call on CPU (β = 10,
+    radius 5); ``walk`` is "module:function" (``salmask.compat:propagate_to_edge``, a dense one)."""
+    import importlib
+
+    module, name = walk.split(":")
+    fn = getattr(importlib.import_module(module), name)
+    x, edge = _inputs(4, 5, channels, "cpu")
+    fn(x, edge[None], beta=10, exp_times=exp_times, radius=5)  # load the kernels' code before measuring
+    x, edge = _inputs(height, width, channels, "cpu")
+    return rss_growth(lambda: fn(x, edge[None], beta=10, exp_times=exp_times, radius=5))
+
+
+def compat_memory(height: int = 94, width: int = 125, channels: int = 3, *,
+                  dense: str = "salmask.benchmarks.bench_walk:irnet_shaped_dense", dense_exp_times: int = 1,
+                  device: str = "cpu") -> dict:
+    """Peak memory of ``salmask.compat.propagate_to_edge`` (exp_times 8) and of a dense ``propagate_to_edge``
+    (``dense``, "module:function") at one grid, 94×125 by default (a 500×375 VOC image at stride 4).
+
+    The dense walk runs ``dense_exp_times`` squarings (default 1): each squaring replaces T by T·T, so the
+    matrices alive at once, hence the peak, are the same for 1 as for 8, at an eighth of the O(N³) time.
+    """
+    sizes = {"h": height, "w": width, "pixels": height * width, "channels": channels, "device": device}
+    if device.startswith("cuda"):
+        import importlib
+
+        x, edge = _inputs(height, width, channels, device)
+        fns = {"compat": (getattr(importlib.import_module("salmask.compat"), "propagate_to_edge"), 8)}
+        module, name = dense.split(":")
+        fns["dense"] = (getattr(importlib.import_module(module), name), dense_exp_times)
+        peaks = {k: cuda_peak_bytes(lambda f=f, e=e: f(x, edge[None], beta=10, exp_times=e, radius=5), device)
+                 for k, (f, e) in fns.items()}
+    else:
+        peaks = {
+            "compat": subprocess_peak_bytes("salmask.benchmarks.bench_walk:compat_peak_child",
+                                            walk="salmask.compat:propagate_to_edge", height=height, width=width,
+                                            channels=channels, exp_times=8),
+            "dense": subprocess_peak_bytes("salmask.benchmarks.bench_walk:compat_peak_child", walk=dense,
+                                           height=height, width=width, channels=channels,
+                                           exp_times=dense_exp_times),
+        }
+    return {**sizes, "compat_peak_bytes": peaks["compat"], "dense_peak_bytes": peaks["dense"], "dense": dense,
+            "dense_exp_times": dense_exp_times, "dense_matrix_bytes": (height * width) ** 2 * 4,
+            "memory_ratio": peaks["dense"] / max(peaks["compat"], 1)}
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller grids, one repeat")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compat", action="store_true",
+                        help="peak memory of salmask.compat.propagate_to_edge against a dense one at VOC size")
+    parser.add_argument("--dense", default="salmask.benchmarks.bench_walk:irnet_shaped_dense",
+                        help="--compat: the dense propagate_to_edge, MODULE:FUNCTION (e.g. "
+                             "tests.test_compat:irnet_propagate_to_edge, IRNet's code, from the repository root)")
+    parser.add_argument("--dense-exp-times", type=int, default=1)
     args = parser.parse_args()
-    print(_format(run(quick=args.quick, device=args.device)))
+    if args.compat:
+        r = compat_memory(dense=args.dense, dense_exp_times=args.dense_exp_times, device=args.device)
+        print(f"{r['h']}x{r['w']} grid, {r['channels']} channels, {r['device']}: salmask.compat.propagate_to_edge "
+              f"{r['compat_peak_bytes'] / 2**20:.1f} MiB; {r['dense']} {r['dense_peak_bytes'] / 2**20:.1f} MiB "
+              f"(exp_times {r['dense_exp_times']}; one N×N float32 matrix is {r['dense_matrix_bytes'] / 2**20:.1f} MiB)"
+              f"; {r['memory_ratio']:.0f}× less")
+    else:
+        print(_format(run(quick=args.quick, device=args.device)))

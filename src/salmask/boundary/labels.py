@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from salmask.boundary.crf import crf_enabled, crf_labels
 from salmask.cam.evaluate import class_lut, scores_to_index
+from salmask.errors import ArgumentError
 
 logger = logging.getLogger("salmask")
 
@@ -53,16 +54,16 @@ def confident_map(high_res: np.ndarray, keys: np.ndarray, image: np.ndarray | No
     high_res = np.asarray(high_res, dtype=np.float32)
     keys = np.asarray(keys)
     if high_res.ndim != 3:
-        raise ValueError(f"high_res CAMs must be [K,H,W], got shape {high_res.shape}")
+        raise ArgumentError(f"high_res CAMs must be [K,H,W], got shape {high_res.shape}")
     if keys.shape != (high_res.shape[0],):
-        raise ValueError(f"keys {keys.shape} do not match {high_res.shape[0]} CAMs")
+        raise ArgumentError(f"keys {keys.shape} do not match {high_res.shape[0]} CAMs")
     if keys.size and (not np.issubdtype(keys.dtype, np.integer)
                       or keys.min() < 1 or keys.max() >= UNCERTAIN):
-        raise ValueError(f"keys must be integer class ids in [1, {UNCERTAIN - 1}], got {keys}")
+        raise ArgumentError(f"keys must be integer class ids in [1, {UNCERTAIN - 1}], got {keys}")
     if not np.isfinite(high_res).all():
-        raise ValueError("high_res CAMs contain NaN or infinity")
+        raise ArgumentError("high_res CAMs contain NaN or infinity")
     if use_crf and image is None:
-        raise ValueError("confident_map needs the image for CRF refinement (or use_crf=False)")
+        raise ArgumentError("confident_map needs the image for CRF refinement (or use_crf=False)")
     hw = high_res.shape[1:]
     if high_res.shape[0] == 0:
         return np.zeros(hw, dtype=np.uint8)
@@ -148,16 +149,16 @@ def synthesize(conf: np.ndarray, saliency: np.ndarray | None, *, window: int = 1
     """
     conf = np.asarray(conf)
     if conf.ndim != 2 or not np.issubdtype(conf.dtype, np.integer):
-        raise ValueError(f"conf must be an integer [H,W] map, got {conf.dtype} {conf.shape}")
+        raise ArgumentError(f"conf must be an integer [H,W] map, got {conf.dtype} {conf.shape}")
     if window < 1 or window % 2 == 0:
-        raise ValueError(f"window must be a positive odd number, got {window}")
+        raise ArgumentError(f"window must be a positive odd number, got {window}")
     use_saliency = saliency is not None
     if use_saliency:
         saliency = np.asarray(saliency, dtype=np.float64)
         if saliency.shape != conf.shape:
-            raise ValueError(f"saliency shape {saliency.shape} differs from conf shape {conf.shape}")
+            raise ArgumentError(f"saliency shape {saliency.shape} differs from conf shape {conf.shape}")
         if not np.isfinite(saliency).all() or saliency.min() < 0:
-            raise ValueError("saliency must be finite and non-negative")
+            raise ArgumentError("saliency must be finite and non-negative")
         if not saliency_is_informative(saliency):
             logger.info("constant saliency map: SBE steps skipped, plain BES labels")
             use_saliency = False
@@ -185,3 +186,17 @@ def synthesize(conf: np.ndarray, saliency: np.ndarray | None, *, window: int = 1
     if use_saliency:
         labels[saliency_edges(saliency) > sal_edge_thres] = CERTAIN_BOUNDARY
     return labels
+
+
+def boundary_labels(high_res: np.ndarray, keys: np.ndarray, saliency: np.ndarray | None,
+                    image: np.ndarray | None = None, *, fg_thres: float = 0.30, bg_thres: float = 0.07,
+                    use_crf: bool = True, window: int = 13, theta_scale: float = 0.3, theta_diff: float = 0.1,
+                    sal_edge_thres: float = 0.5) -> np.ndarray:
+    """Boundary label codes uint8 [H,W] of one image: :func:`confident_map`, then :func:`synthesize`.
+
+    ``high_res`` CAMs [K,H,W] in [0,1] of the classes ``keys`` [K]; ``saliency`` [H,W] (SBE labels) or
+    None (BES labels); ``image`` RGB uint8 [H,W,3], needed when ``use_crf``.
+    """
+    conf = confident_map(high_res, keys, image, fg_thres=fg_thres, bg_thres=bg_thres, use_crf=use_crf)
+    return synthesize(conf, saliency, window=window, theta_scale=theta_scale, theta_diff=theta_diff,
+                      sal_edge_thres=sal_edge_thres)

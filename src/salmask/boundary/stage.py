@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from salmask.boundary.crf import crf_enabled
-from salmask.boundary.labels import confident_map, saliency_is_informative, synthesize
+from salmask.boundary.labels import boundary_labels, saliency_is_informative
 from salmask.boundary.train import load_boundary_net, train_boundary
 from salmask.data.transforms import to_tensor
 from salmask.errors import InputError
@@ -36,19 +36,19 @@ def run_make_boundary_labels(ctx: Context) -> dict:
     for i in loop(ids, "make_boundary_labels"):
         cam = load_npz(ctx.dir("make_cam") / f"{i}.npz")
         img = read_image(images.image_path(i)) if use_crf else None
-        conf = confident_map(cam["high_res"].astype(np.float32), cam["keys"], img, fg_thres=b.fg_thres,
-                             bg_thres=b.bg_thres, use_crf=use_crf)
+        high_res = cam["high_res"].astype(np.float32)
         sal = None
         if b.use_saliency:
             path = ctx.dir("saliency") / f"{i}.png"
             sal = read_gray(path)
-            if sal.shape != conf.shape:
-                raise InputError(path, f"saliency size {sal.shape} differs from the CAM's {conf.shape}")
+            if sal.shape != high_res.shape[1:]:
+                raise InputError(path, f"saliency size {sal.shape} differs from the CAM's {high_res.shape[1:]}")
             if not saliency_is_informative(sal):
                 logger.info("make_boundary_labels: %s has a constant saliency map; plain BES labels", path)
                 flat += 1
-        labels = synthesize(conf, sal, window=b.window, theta_scale=b.theta_scale, theta_diff=b.theta_diff,
-                            sal_edge_thres=b.sal_edge_thres)
+        labels = boundary_labels(high_res, cam["keys"], sal, img, fg_thres=b.fg_thres, bg_thres=b.bg_thres,
+                                 use_crf=use_crf, window=b.window, theta_scale=b.theta_scale,
+                                 theta_diff=b.theta_diff, sal_edge_thres=b.sal_edge_thres)
         write_png(out / f"{i}.png", labels)
     return {"images": len(images.ids), "crf": use_crf, "constant_saliency_images": flat}
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from salmask.errors import ArgumentError
+
 Offset = tuple[int, int]
 
 
@@ -30,7 +32,7 @@ def neighbour_paths(radius: int) -> tuple[tuple[Offset, tuple[Offset, ...]], ...
     from j to i cover the same pixels and affinities are symmetric, a_ij = a_ji.
     """
     if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-        raise ValueError(f"radius must be an integer >= 1, got {radius!r}")
+        raise ArgumentError(f"radius must be an integer >= 1, got {radius!r}")
     result = []
     for dy in range(1 - radius, radius):
         for dx in range(1 - radius, radius):
@@ -125,22 +127,22 @@ def propagate(
 
 def _check_inputs(cams: Tensor, boundary: Tensor, beta: float, exp_times: int, radius: int) -> None:
     if not isinstance(cams, Tensor) or cams.ndim != 3 or 0 in cams.shape:
-        raise ValueError(f"cams must be a non-empty [C,h,w] tensor, got {_describe(cams)}")
+        raise ArgumentError(f"cams must be a non-empty [C,h,w] tensor, got {_describe(cams)}")
     if not isinstance(boundary, Tensor) or tuple(boundary.shape) != tuple(cams.shape[1:]):
-        raise ValueError(f"boundary must be a [h,w] = {list(cams.shape[1:])} tensor, got {_describe(boundary)}")
+        raise ArgumentError(f"boundary must be a [h,w] = {list(cams.shape[1:])} tensor, got {_describe(boundary)}")
     for name, tensor in (("cams", cams), ("boundary", boundary)):
         if not tensor.is_floating_point():
-            raise ValueError(f"{name} must be floating point, got {tensor.dtype}")
+            raise ArgumentError(f"{name} must be floating point, got {tensor.dtype}")
         if not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{name} contains NaN or infinite values")
+            raise ArgumentError(f"{name} contains NaN or infinite values")
     if bool((boundary < 0).any()) or bool((boundary > 1).any()):
-        raise ValueError(
+        raise ArgumentError(
             f"boundary must lie in [0, 1], got values in [{float(boundary.min())}, {float(boundary.max())}]"
         )
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+        raise ArgumentError(f"beta must be a finite number > 0, got {beta!r}")
     if isinstance(exp_times, bool) or not isinstance(exp_times, int) or exp_times < 0:
-        raise ValueError(f"exp_times must be an integer >= 0, got {exp_times!r}")
+        raise ArgumentError(f"exp_times must be an integer >= 0, got {exp_times!r}")
     neighbour_paths(radius)  # validates radius
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from salmask.boundary.crf import crf_enabled, crf_labels, dense_crf
 from salmask.cam.evaluate import ThresholdSweep, class_lut, scores_to_index, with_background
@@ -16,9 +15,9 @@ from salmask.errors import ConfigError, InputError
 from salmask.io import load_npz, read_gray, read_image, save_npz, write_png
 from salmask.metrics.confusion import ConfusionMatrix
 from salmask.pipeline import Context, stage
+from salmask.refine import postprocess
 from salmask.refine.bg_score import GRID, SaliencyAgreement, choose
 from salmask.refine.edges import walk_boundary
-from salmask.refine.random_walk import propagate
 from salmask.stage_utils import eval_ids, loop, todo
 from salmask.utils import dist
 from salmask.utils.log import logger
@@ -26,14 +25,10 @@ from salmask.utils.log import logger
 
 def walk_scores(cam: np.ndarray, boundary: np.ndarray, hw: tuple[int, int], cfg,
                 device: torch.device) -> np.ndarray:
-    """Stride-4 CAMs [K,h,w] + boundary [h,w] -> walk scores [K,H,W] in [0,1] (divided by the global max)."""
-    if cam.shape[0] == 0:
-        return np.zeros((0, *hw), np.float32)
-    cams = torch.from_numpy(cam.astype(np.float32)).to(device)
-    edge = torch.from_numpy(boundary.astype(np.float32)).to(device).clamp_(0, 1)
-    rw = propagate(cams, edge, beta=cfg.beta, exp_times=cfg.exp_times, radius=cfg.radius)
-    up = F.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :hw[0], :hw[1]]
-    return (up / up.max().clamp_min(1e-5)).cpu().numpy()
+    """Stride-4 CAMs [K,h,w] + boundary [h,w] -> walk scores [K,H,W] in [0,1] (divided by the global max);
+    see :func:`salmask.refine.postprocess.walk_scores`."""
+    return postprocess.walk_scores(cam, boundary, hw, beta=cfg.beta, exp_times=cfg.exp_times, radius=cfg.radius,
+                                   device=device)
 
 
 def crf_refine(image: np.ndarray, index: np.ndarray, scores: np.ndarray, bg_score: float, unary: str) -> np.ndarray:

@@ -30,20 +30,18 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 def select_main(a: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from salmask.api import select_masks
     from salmask.data.meta import VOC
     from salmask.io import write_json
-    from salmask.select.sos import SelectorConfig, format_report, resolve_classes, select_folder
+    from salmask.select.sos import format_report
     from salmask.select.sweep import format_sweep_table, plot_sweep, sweep
 
     names = VOC.classes if a.classes == "voc" and a.num_classes == VOC.num_classes else None
-    salient = None
-    if a.salient_classes:
-        salient = resolve_classes(a.salient_classes.split(","), num_classes=a.num_classes, class_names=names,
-                                  source="--salient-classes")
-    config = SelectorConfig(mode=a.mode, t0=a.t0, t1=a.t1, tau=a.tau, eta=a.eta, sal_thres=a.sal_thres,
-                            salient_classes=salient, allow_missing=a.allow_missing)
-    report = select_folder(a.pseudo, a.saliency, a.out, num_classes=a.num_classes, config=config,
-                           labels=a.labels, soft_dir=a.soft, gt_dir=a.gt, class_names=names, progress=True)
+    salient = a.salient_classes.split(",") if a.salient_classes else None
+    report = select_masks(a.pseudo, a.saliency, a.labels, out=a.out, num_classes=a.num_classes, mode=a.mode,
+                          t0=a.t0, t1=a.t1, tau=a.tau, eta=a.eta, sal_thres=a.sal_thres, salient_classes=salient,
+                          soft=a.soft, gt=a.gt, class_names=names, allow_missing=a.allow_missing, progress=True)
+    salient = report["config"]["salient_classes"]
     print(format_report(report))
     out = Path(a.out)
     if a.sweep:

@@ -1,0 +1,508 @@
+"""salmask's public functions: the pipeline's parts on arrays, one call each (import them from ``salmask``).
+
+Every function here calls the code the pipeline's stages call; nothing is re-implemented. Arrays are numpy
+unless a function says it also takes torch tensors. Bad input (wrong shape or dtype, NaN, a value out of
+range) raises :class:`salmask.errors.ArgumentError`, a :class:`SalmaskError` and a ``ValueError``; a bad
+file raises :class:`salmask.errors.InputError` naming it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+import numpy as np
+import torch
+
+from salmask.errors import ArgumentError, InputError, SalmaskError
+from salmask.io import read_image
+
+PathLike = str | os.PathLike
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+__all__ = [
+    "read_image", "class_activation_maps", "boundary_map", "saliency_map", "boundary_labels", "random_walk",
+    "pseudo_masks", "select_masks", "segmentation_metrics", "sod_metrics", "run", "SalmaskError",
+]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checks
+
+def _array(value: Any, name: str, ndim: int, *, floating: bool = False) -> np.ndarray:
+    """``value`` (numpy, torch or nested lists) as a numpy array of ``ndim`` dimensions; finite if float."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as e:
+        raise ArgumentError(f"{name} must be an array, got {type(value).__name__} ({e})") from None
+    if arr.dtype == object or arr.ndim != ndim:
+        raise ArgumentError(f"{name} must be a {ndim}-D array, got shape {list(arr.shape)} ({arr.dtype})")
+    if floating and not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ArgumentError(f"{name} must be numeric, got {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ArgumentError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _in_unit_range(arr: np.ndarray, name: str) -> None:
+    if arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise ArgumentError(f"{name} must lie in [0, 1], got values in [{float(arr.min()):.4g}, "
+                            f"{float(arr.max()):.4g}]")
+
+
+def _image(image: Any) -> np.ndarray:
+    arr = _array(image, "image", 3)
+    if arr.dtype != np.uint8 or arr.shape[2] != 3 or 0 in arr.shape:
+        raise ArgumentError(f"image must be RGB uint8 [H,W,3], got {arr.dtype} {list(arr.shape)} "
+                            "(salmask.read_image reads any file that way)")
+    return arr
+
+
+def _keys(keys: Any, count: int, name: str = "keys") -> np.ndarray:
+    arr = np.asarray(keys if keys is not None else np.arange(1, count + 1)).reshape(-1)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ArgumentError(f"{name} must be integer class ids, got {arr.dtype} {arr.tolist()}")
+    if arr.shape != (count,):
+        raise ArgumentError(f"{name} must hold one class id per CAM channel ({count}), got {arr.tolist()}")
+    if arr.size and (arr.min() < 1 or arr.max() > 254 or len(set(arr.tolist())) != arr.size):
+        raise ArgumentError(f"{name} must be distinct class ids in 1..254 (0 is background), got {arr.tolist()}")
+    return arr.astype(np.int64)
+
+
+def _number(value: Any, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ArgumentError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ArgumentError(f"{name} must lie in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _device(device: str | torch.device | None, like: Any = None) -> torch.device:
+    if device is None:
+        return like.device if isinstance(like, torch.Tensor) else torch.device("cpu")
+    return torch.device(device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Models: CAMs, boundary maps, saliency
+
+def class_activation_maps(image: np.ndarray, checkpoint: PathLike | torch.nn.Module, keys: Sequence[int], *,
+                          scales: Sequence[float] = (1.0,), device: str | torch.device | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """CAMs of one image from a trained classifier, as the ``make_cam`` stage computes them.
+
+    Args:
+        image: RGB uint8 [H,W,3].
+        checkpoint: a ``train_cam/model.pt`` written by salmask, or a loaded
+            :class:`salmask.models.cam_net.CAMNet`.
+        keys: the image's positive class ids [K] (1..C, background 0 excluded).
+        scales: inference scales; the maps are summed over scales and horizontal flips.
+
+    Returns:
+        ``(cam, high_res)``: float32 [K,⌈H/4⌉,⌈W/4⌉] on the stride-4 grid (the walk's input) and float32
+        [K,H,W], each class divided by its maximum, so in [0,1]; values are those the stage stores (float16).
+    """
+    from salmask.cam.infer import cams_for_batch
+
+    image = _image(image)
+    device = _device(device)
+    model = _load_cam_model(checkpoint, device)
+    keys = _keys(keys, len(np.asarray(keys).reshape(-1)))
+    num_fg = model.classifier.weight.shape[0]
+    if keys.size and keys.max() > num_fg:
+        raise ArgumentError(f"keys {keys.tolist()} exceed the checkpoint's {num_fg} classes")
+    scales = [_number(s, "scales", 1e-3, 1e3) for s in scales]
+    if not keys.size:
+        h4, w4 = -(-image.shape[0] // 4), -(-image.shape[1] // 4)
+        return np.zeros((0, h4, w4), np.float32), np.zeros((0, *image.shape[:2]), np.float32)
+    res = cams_for_batch(model, [image], [keys.tolist()], scales, device, amp=False)[0]
+    return res["cam"].astype(np.float32), res["high_res"].astype(np.float32)
+
+
+def _load_cam_model(checkpoint: PathLike | torch.nn.Module, device: torch.device):
+    from salmask.models.cam_net import CAMNet
+    from salmask.utils.train import load_checkpoint
+
+    if isinstance(checkpoint, CAMNet):
+        return checkpoint.to(device).eval()
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise ArgumentError(f"checkpoint must be a path or a CAMNet, got {type(checkpoint).__name__}")
+    ckpt = load_checkpoint(Path(checkpoint))
+    state = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or "classifier.weight" not in state:
+        raise InputError(checkpoint, "not a salmask CAM checkpoint (no model.classifier.weight); "
+                                     "use train_cam/model.pt")
+    model = CAMNet(state["classifier.weight"].shape[0], ckpt.get("backbone", "resnet50"), False)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(checkpoint, f"weights do not fit the CAM network ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval()
+
+
+def boundary_map(image: np.ndarray, checkpoint: PathLike | torch.nn.Module, *,
+                 device: str | torch.device | None = None) -> np.ndarray:
+    """The boundary map of one image from a trained boundary network, as the ``make_boundary`` stage.
+
+    Args:
+        image: RGB uint8 [H,W,3].
+        checkpoint: a ``train_boundary/model.pt`` written by salmask, or a loaded
+            :class:`salmask.models.boundary_net.BoundaryNet`.
+
+    Returns:
+        float32 [⌈H/4⌉,⌈W/4⌉] in [0,1], flip-averaged (values as the stage stores them, float16).
+    """
+    from salmask.boundary.train import load_boundary_net
+    from salmask.data.transforms import to_tensor
+    from salmask.models.boundary_net import BoundaryNet
+
+    image = _image(image)
+    device = _device(device)
+    if isinstance(checkpoint, BoundaryNet):
+        net = checkpoint.to(device).eval()
+    elif isinstance(checkpoint, (str, os.PathLike)):
+        net = load_boundary_net(Path(checkpoint), device)
+    else:
+        raise ArgumentError(f"checkpoint must be a path or a BoundaryNet, got {type(checkpoint).__name__}")
+    with torch.no_grad():
+        prob = net.predict(to_tensor(image)[None].to(device))[0, 0]
+    return prob.cpu().numpy().astype(np.float16).astype(np.float32)
+
+
+def saliency_map(image: np.ndarray, *, method: str = "mbd") -> np.ndarray:
+    """A training-free saliency map (``saliency.source=classic``): float32 [H,W] in [0,1].
+
+    Args:
+        image: RGB uint8 [H,W,3].
+        method: ``"mbd"`` (minimum barrier distance, MB+) or ``"rbd"`` (robust background detection).
+    """
+    from salmask.saliency.classic import METHODS, classic_saliency
+
+    if method not in METHODS:
+        raise ArgumentError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return classic_saliency(_image(image), method=method)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Boundary labels, walk, pseudo masks
+
+def boundary_labels(cams: np.ndarray, saliency: np.ndarray | None, keys: Sequence[int] | None = None, *,
+                    image: np.ndarray | None = None, crf: bool | None = None, fg_thres: float = 0.30,
+                    bg_thres: float = 0.07, window: int = 13, theta_scale: float = 0.30, theta_diff: float = 0.10,
+                    sal_edge_thres: float = 0.5) -> np.ndarray:
+    """Boundary labels of one image from its CAMs and saliency (SBE), or its CAMs alone (BES).
+
+    Args:
+        cams: full-size CAMs [K,H,W] in [0,1] (``high_res`` of :func:`class_activation_maps`).
+        saliency: [H,W] in [0,1] for SBE's labels, or None for BES's.
+        keys: class ids [K] of the CAMs (default 1..K).
+        image: RGB uint8 [H,W,3], for the dense CRF on the confident maps.
+        crf: refine the confident maps with the dense CRF (needs ``image`` and ``pydensecrf2``); default:
+            when ``image`` is given.
+        fg_thres, bg_thres, window, theta_scale, theta_diff, sal_edge_thres: the ``boundary_labels`` config
+            section (SPEC §4).
+
+    Returns:
+        uint8 [H,W] label codes: BG 0, FG 50, FG_FG 100, FG_BG 150, IGNORE 200, CERTAIN_BOUNDARY 250.
+    """
+    from salmask.boundary import labels
+
+    cams = _array(cams, "cams", 3, floating=True).astype(np.float32)
+    _in_unit_range(cams, "cams")
+    keys = _keys(keys, cams.shape[0])
+    if saliency is not None:
+        saliency = _array(saliency, "saliency", 2, floating=True).astype(np.float32)
+        if saliency.shape != cams.shape[1:]:
+            raise ArgumentError(f"saliency [H,W] = {list(saliency.shape)} must match the CAMs' "
+                                f"{list(cams.shape[1:])}")
+        _in_unit_range(saliency, "saliency")
+    if image is not None:
+        image = _image(image)
+        if image.shape[:2] != cams.shape[1:]:
+            raise ArgumentError(f"image {list(image.shape[:2])} must match the CAMs' {list(cams.shape[1:])}")
+    use_crf = image is not None if crf is None else bool(crf)
+    for name, v in (("fg_thres", fg_thres), ("bg_thres", bg_thres), ("theta_scale", theta_scale),
+                    ("theta_diff", theta_diff)):
+        _number(v, name, 0.0, 1.0)
+    return labels.boundary_labels(cams, keys, saliency, image, fg_thres=fg_thres, bg_thres=bg_thres,
+                                  use_crf=use_crf, window=window, theta_scale=theta_scale, theta_diff=theta_diff,
+                                  sal_edge_thres=sal_edge_thres)
+
+
+def random_walk(cams: Array, boundary: Array, *, beta: float = 5.0, exp_times: int = 8, radius: int = 5) -> Array:
+    """The exact random walk of CAMs bounded by a boundary map, in memory linear in the pixels.
+
+    ``(cams ⊙ (1 − boundary)) · T^(2^exp_times)`` with T the column-normalised a^β, a_ij = 1 − the boundary's
+    maximum on the segment from i to j for pixels closer than ``radius`` (IRNet's/BES's definition), applied
+    as 2^exp_times sparse steps instead of a dense (h·w)² matrix.
+
+    Args:
+        cams: [C,h,w] scores on the stride-4 grid, numpy or torch (CPU or CUDA; the walk runs there).
+        boundary: [h,w] in [0,1] on the same grid.
+        beta: the affinity exponent β > 0 (BES 5, IRNet 10); exp_times: log2 of the number of steps;
+        radius: the neighbourhood radius (5 in the references).
+
+    Returns:
+        [C,h,w] walked scores, the type (and dtype, device) of ``cams``; not upsampled, not normalised.
+    """
+    from salmask.refine.random_walk import propagate
+
+    if isinstance(cams, torch.Tensor):
+        edge = boundary if isinstance(boundary, torch.Tensor) else torch.as_tensor(
+            _array(boundary, "boundary", 2, floating=True))
+        return propagate(cams, edge, beta=beta, exp_times=exp_times, radius=radius)
+    arr = _array(cams, "cams", 3, floating=True)
+    arr = arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float32)
+    edge = _array(boundary, "boundary", 2, floating=True)
+    walked = propagate(torch.from_numpy(arr), torch.from_numpy(edge.astype(arr.dtype)), beta=beta,
+                       exp_times=exp_times, radius=radius)
+    return walked.numpy()
+
+
+def pseudo_masks(cams: np.ndarray | torch.Tensor, boundary: np.ndarray | torch.Tensor, keys: Sequence[int], *,
+                 bg_score: float = 0.21, size: tuple[int, int] | None = None, beta: float = 5.0,
+                 exp_times: int = 8, radius: int = 5, device: str | torch.device | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo mask of one image: the walk and the references' post-processing, as ``make_pseudo``.
+
+    The walked scores are upsampled ×4, cropped to ``size``, divided by their global maximum; a constant
+    ``bg_score`` background channel is put in front, the argmax over [background, *keys] gives class ids.
+
+    Args:
+        cams: stride-4 CAMs [K,h,w] (``cam`` of :func:`class_activation_maps`), numpy or torch.
+        boundary: [h,w] in [0,1] (:func:`boundary_map`).
+        keys: the class ids [K] of the CAM channels (1..254).
+        bg_score: the background score in [0,1] (BES 0.21, IRNet's ``sem_seg_bg_thres`` 0.25).
+        size: the image's (H, W), with ⌈H/4⌉ = h and ⌈W/4⌉ = w; default (4h, 4w).
+        beta, exp_times, radius: see :func:`random_walk`.
+        device: where the walk runs (default: the tensor's device, else CPU).
+
+    Returns:
+        ``(mask, scores)``: uint8 [H,W] class ids (0 background) and float32 [K,H,W] in [0,1], the soft
+        maps the Selector's alpha form reads.
+    """
+    from salmask.refine.postprocess import scores_to_mask, walk_scores
+
+    run_on = _device(device, cams)
+    cam = _array(cams, "cams", 3, floating=True).astype(np.float32)
+    edge = _array(boundary, "boundary", 2, floating=True).astype(np.float32)
+    if edge.shape != cam.shape[1:]:
+        raise ArgumentError(f"boundary [h,w] = {list(edge.shape)} must match the CAMs' grid {list(cam.shape[1:])}")
+    _in_unit_range(edge, "boundary")
+    keys = _keys(keys, cam.shape[0])
+    bg_score = _number(bg_score, "bg_score", 0.0, 1.0)
+    h, w = cam.shape[1:]
+    size = (4 * h, 4 * w) if size is None else tuple(int(s) for s in size)
+    if len(size) != 2 or -(-size[0] // 4) != h or -(-size[1] // 4) != w:
+        raise ArgumentError(f"size {size} is not an image size whose stride-4 grid is {h}x{w} "
+                            f"(H in {4 * h - 3}..{4 * h}, W in {4 * w - 3}..{4 * w})")
+    scores = walk_scores(cam, edge, size, beta=beta, exp_times=exp_times, radius=radius, device=run_on)
+    return scores_to_mask(scores, keys, bg_score), scores
+
+
+# ----------------------------------------------------------------------------------------------------
+# The Salient Object Selector
+
+def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarray],
+                 saliency: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarray],
+                 labels: Any = None, *, out: PathLike | None = None, num_classes: int = 21, mode: str = "sep",
+                 t0: float = 0.4, t1: float = 0.2, tau: float = 1.4, eta: float = 0.75, sal_thres: float = 0.5,
+                 salient_classes: Sequence[int | str] | None = None, soft: Any = None, gt: Any = None,
+                 class_names: Sequence[str] | None = None, allow_missing: bool = False,
+                 progress: bool = False) -> Any:
+    """The Salient Object Selector: single-class pseudo masks replaced (or fused) by saliency where they agree.
+
+    On folders (as ``salmask select``): ``pseudo`` and ``saliency`` are folders of ``{id}.png``, ``out`` the
+    output folder, ``labels`` a mapping id -> classes, a labels file or None (the classes in each mask),
+    ``soft``/``gt`` folders or None. Returns the report (a dict, see
+    :func:`salmask.select.sos.select_folder`).
+
+    On arrays: ``pseudo`` a list (or a dict by id) of uint8 [H,W] masks (0 background, 1..C-1, 255 ignore),
+    ``saliency`` the same of float [H,W] maps in [0,1], ``labels`` the same of class-id lists or None,
+    ``soft`` the same of ``(keys [K], scores [K,H,W])`` pairs or None, ``gt`` the same of [H,W] masks or
+    None. They run through the same folder code in a temporary folder (saliency stored as 16-bit PNG,
+    so a value within 1/65535 of ``sal_thres`` may binarise the other way). Returns ``(masks, report)``,
+    ``masks`` in the container type of ``pseudo``.
+
+    Options (SPEC §7): ``mode`` "sep" (Algorithm 1) or "alpha", ``t0``, ``t1``, ``tau``, ``eta``,
+    ``sal_thres``, ``salient_classes`` (class ids or names; default: n*_c ≥ eta); ``class_names`` name the
+    report's classes; ``allow_missing`` passes folder images without a saliency map through; ``progress``
+    shows progress bars.
+    """
+    from salmask.select.sos import SelectorConfig, resolve_classes, select_folder
+
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 2 <= num_classes <= 255:
+        raise ArgumentError(f"num_classes must be an integer in 2..255, got {num_classes!r}")
+    salient = None if salient_classes is None else tuple(sorted(resolve_classes(
+        salient_classes, num_classes=num_classes, class_names=class_names, source="salient_classes")))
+    config = SelectorConfig(mode=mode, t0=t0, t1=t1, tau=tau, eta=eta, sal_thres=sal_thres, salient_classes=salient,
+                            allow_missing=allow_missing)
+    if isinstance(pseudo, (str, os.PathLike)):
+        if not isinstance(saliency, (str, os.PathLike)) or out is None:
+            raise ArgumentError("with a pseudo-mask folder, saliency must be a folder and out the output folder")
+        for name, v in (("soft", soft), ("gt", gt)):
+            if v is not None and not isinstance(v, (str, os.PathLike)):
+                raise ArgumentError(f"with folders, {name} must be a folder or None")
+        return select_folder(pseudo, saliency, out, num_classes=num_classes, config=config, labels=labels,
+                             soft_dir=soft, gt_dir=gt, class_names=class_names, progress=progress)
+    if out is not None:
+        raise ArgumentError("out is for folders; on arrays select_masks returns the masks")
+    return _select_arrays(pseudo, saliency, labels, soft, gt, config, num_classes, class_names)
+
+
+def _by_id(value: Any, name: str, ids: list[str] | None) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out = {str(k): v for k, v in value.items()}
+    elif isinstance(value, (list, tuple)):
+        out = {f"{j:06d}": v for j, v in enumerate(value)}
+    else:
+        raise ArgumentError(f"{name} must be a list or a dict of arrays (or a folder), got {type(value).__name__}")
+    if ids is not None and sorted(out) != sorted(ids):
+        raise ArgumentError(f"{name} must hold one entry per pseudo mask ({len(ids)}), got {len(out)}")
+    return out
+
+
+def _select_arrays(pseudo: Any, saliency: Any, labels: Any, soft: Any, gt: Any, config, num_classes: int,
+                   class_names: Sequence[str] | None) -> tuple[Any, dict]:
+    from PIL import Image
+
+    from salmask.io import read_mask, save_npz, write_png
+    from salmask.select.sos import select_folder
+
+    masks = _by_id(pseudo, "pseudo", None)
+    if not masks:
+        raise ArgumentError("pseudo holds no mask")
+    ids = list(masks)
+    sal = _by_id(saliency, "saliency", ids)
+    labels = None if labels is None else {i: [int(c) if isinstance(c, (int, np.integer)) else c for c in v]
+                                          for i, v in _by_id(labels, "labels", ids).items()}
+    soft = None if soft is None else _by_id(soft, "soft", ids)
+    gt = None if gt is None else _by_id(gt, "gt", ids)
+    with tempfile.TemporaryDirectory(prefix="salmask-select-") as tmp:
+        root = Path(tmp)
+        for i in ids:
+            mask = _array(masks[i], f"pseudo[{i!r}]", 2)
+            if not np.issubdtype(mask.dtype, np.integer) or mask.size == 0:
+                raise ArgumentError(f"pseudo[{i!r}] must be a non-empty integer [H,W] mask, got {mask.dtype}")
+            bad = (mask < 0) | ((mask >= num_classes) & (mask != 255))
+            if bad.any():
+                raise ArgumentError(f"pseudo[{i!r}] has values {sorted(set(mask[bad].tolist()))[:8]} outside "
+                                    f"0..{num_classes - 1} and 255")
+            write_png(root / "pseudo" / f"{i}.png", mask.astype(np.uint8))
+            s = _array(sal[i], f"saliency[{i!r}]", 2, floating=True).astype(np.float64)
+            if s.shape != mask.shape:
+                raise ArgumentError(f"saliency[{i!r}] {list(s.shape)} must match its mask {list(mask.shape)}")
+            _in_unit_range(s, f"saliency[{i!r}]")
+            (root / "saliency").mkdir(exist_ok=True)
+            Image.fromarray(np.round(s * 65535).astype(np.uint16)).save(root / "saliency" / f"{i}.png")
+            if soft is not None:
+                keys, scores = soft[i]
+                save_npz(root / "soft" / f"{i}.npz", keys=np.asarray(keys),
+                         scores=_array(scores, f"soft[{i!r}] scores", 3, floating=True))
+            if gt is not None:
+                g = _array(gt[i], f"gt[{i!r}]", 2)
+                if not np.issubdtype(g.dtype, np.integer):
+                    raise ArgumentError(f"gt[{i!r}] must be an integer mask, got {g.dtype}")
+                write_png(root / "gt" / f"{i}.png", g.astype(np.uint8))
+        report = select_folder(root / "pseudo", root / "saliency", root / "out", num_classes=num_classes,
+                               config=config, labels=labels, soft_dir=root / "soft" if soft is not None else None,
+                               gt_dir=root / "gt" if gt is not None else None, class_names=class_names, ids=ids)
+        selected = {i: read_mask(root / "out" / f"{i}.png") for i in ids}
+    if isinstance(pseudo, Mapping):
+        return {k: selected[str(k)] for k in pseudo}, report
+    return [selected[i] for i in ids], report
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metrics
+
+def _pairs(pred: Any, gt: Any, what: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    single = isinstance(pred, (np.ndarray, torch.Tensor)) and np.ndim(pred) == 2
+    preds, gts = ([pred], [gt]) if single else (list(pred), list(gt))
+    if len(preds) != len(gts) or not preds:
+        raise ArgumentError(f"{what}: pred and gt must be one [H,W] array each, or lists of the same "
+                            f"non-zero length (got {len(preds)} and {len(gts)})")
+    return [(_array(p, f"pred[{j}]", 2), _array(g, f"gt[{j}]", 2)) for j, (p, g) in enumerate(zip(preds, gts))]
+
+
+def segmentation_metrics(pred: PathLike | np.ndarray | Sequence[np.ndarray],
+                         gt: PathLike | np.ndarray | Sequence[np.ndarray], *, num_classes: int = 21,
+                         ignore_index: int = 255, class_names: Sequence[str] | None = None) -> dict:
+    """Acc, Acc_class, mIoU, fwIoU (percent) and per-class IoU of label maps against ground truth.
+
+    ``pred`` and ``gt``: two folders of ``{id}.png`` (ids from the ground-truth folder, as ``salmask eval``),
+    one integer [H,W] map each, or two lists of them. Values are class ids 0..num_classes-1; ground truth
+    ``ignore_index`` is skipped and a predicted ``ignore_index`` counts as background (the field's convention
+    for pseudo masks). Returns the scores with ``pixels`` and ``images``.
+    """
+    from salmask.metrics.confusion import ConfusionMatrix, score_folders
+
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ArgumentError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if isinstance(pred, (str, os.PathLike)) or isinstance(gt, (str, os.PathLike)):
+        return score_folders(pred, gt, num_classes, ignore_index=ignore_index, class_names=class_names)
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    pairs = _pairs(pred, gt, "segmentation_metrics")
+    for j, (p, g) in enumerate(pairs):
+        for name, a in ((f"pred[{j}]", p), (f"gt[{j}]", g)):
+            if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+                raise ArgumentError(f"{name} must hold integer class ids, got {a.dtype}")
+        if p.shape != g.shape:
+            raise ArgumentError(f"pred[{j}] {list(p.shape)} and gt[{j}] {list(g.shape)} differ in size")
+        cm.update(p, g, name=f"pred[{j}]")
+    out = cm.scores(class_names)
+    out["images"] = len(pairs)
+    return out
+
+
+def sod_metrics(pred: PathLike | np.ndarray | Sequence[np.ndarray],
+                gt: PathLike | np.ndarray | Sequence[np.ndarray]) -> dict:
+    """MAE, max/mean/adaptive F-measure (β² = 0.3), S-measure, E-measure of saliency maps (fractions).
+
+    ``pred``: a folder of grayscale ``{id}.png`` (with ``gt`` a folder of masks, as ``salmask sod-eval``),
+    one [H,W] map (float in [0,1] or uint8), or a list of them; ``gt``: the binary masks [H,W] (bool, 0/1
+    or 0/255). Returns ``{MAE, maxF, meanF, adpF, Sm, Em, maxEm, adpEm, images}``
+    (see :mod:`salmask.metrics.sod`).
+    """
+    from salmask.metrics.sod import SODMetrics, score_sod_folders
+
+    if isinstance(pred, (str, os.PathLike)) or isinstance(gt, (str, os.PathLike)):
+        return score_sod_folders(pred, gt)
+    metrics = SODMetrics()
+    for j, (p, g) in enumerate(_pairs(pred, gt, "sod_metrics")):
+        metrics.update(p, g, name=f"pred[{j}]")
+    return metrics.results()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The pipeline
+
+def run(preset: str = "demo", overrides: Sequence[str] = (), *, stages: Sequence[str] | None = None,
+        force: bool = False, **settings: Any) -> dict:
+    """Run the pipeline as ``salmask run PRESET KEY=VALUE ... [--stages ...] [--force]``; return its summary.
+
+    ``preset``: a preset name or a YAML file; ``overrides``: ``"key=value"`` strings; ``settings``: the same
+    as keywords, ``__`` standing for ``.`` (``walk__beta=10``) or unpacked (``**{"walk.beta": 10}``).
+    Stage outputs land in the config's ``work_dir`` as with the CLI.
+
+    Returns:
+        the metric summary the CLI prints (``cam``, ``sod``, ``sbe``, ``sos``, ``seg`` as present; see
+        :func:`salmask.demo.build_summary`) plus ``stages``: {stage: manifest} and ``work_dir``.
+    """
+    from salmask.config import load_config
+    from salmask.demo import build_summary
+    from salmask.pipeline import run_pipeline
+
+    items = [*overrides]
+    for key, value in settings.items():
+        text = str(value) if isinstance(value, (str, os.PathLike)) else json.dumps(value)
+        items.append(f"{key.replace('__', '.')}={text}")
+    cfg = load_config(preset, items)
+    results = run_pipeline(cfg, stages=list(stages) if stages is not None else None, force=force)
+    return {**build_summary(results, {}), "stages": results,
+            "work_dir": str(Path(cfg.work_dir).expanduser().resolve())}
