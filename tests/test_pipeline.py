@@ -145,3 +145,16 @@ def test_fresh_data_root_gives_the_same_dataset(tmp_path, tiny_data):
         a, b = sorted((tiny_data / sub).iterdir()), sorted((work / "data" / sub).iterdir())
         assert [p.name for p in a] == [p.name for p in b] and a
         assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b)), sub
+
+
+def test_stage_order_does_not_depend_on_import_order():
+    """A library user importing a stage module first still gets the pipeline order."""
+    import subprocess
+    import sys
+
+    from conftest import salmask_env
+
+    code = ("import salmask.refine.stage, salmask.seg.stage, salmask.stages; "
+            "from salmask.pipeline import STAGES, ORDER; print(list(STAGES) == list(ORDER))")
+    out = subprocess.run([sys.executable, "-c", code], env=salmask_env(), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

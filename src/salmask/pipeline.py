@@ -45,15 +45,22 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {}
+ORDER = ("generate", "coco_masks", "train_cam", "make_cam", "eval_cam", "train_sod", "saliency", "eval_sod",
+         "make_boundary_labels", "train_boundary", "make_boundary", "make_pseudo", "eval_pseudo", "select",
+         "eval_select", "train_seg", "infer_seg", "eval_seg")
+"""Pipeline order, whatever order the stage modules are imported in (a stage not listed goes last)."""
 
 
 def stage(name: str, *, sections: Iterable[str],
           needs: Iterable[str] | Callable[[DictConfig], tuple[str, ...]] = (), enabled: Callable[[DictConfig], bool] = lambda cfg: True) -> Callable:
-    """Decorator registering ``fn(ctx) -> dict`` as a stage; registration order is pipeline order."""
+    """Decorator registering ``fn(ctx) -> dict`` as a stage, kept in :data:`ORDER`."""
 
     def wrap(fn: Callable[["Context"], dict]) -> Callable[["Context"], dict]:
         deps = needs if callable(needs) else tuple(needs)
         STAGES[name] = Stage(name, fn, tuple(sections), deps, enabled, (fn.__doc__ or "").strip())
+        ordered = sorted(STAGES.items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER))
+        STAGES.clear()
+        STAGES.update(ordered)
         return fn
 
     return wrap
