@@ -163,3 +163,25 @@ def test_auto_bg_score_reads_no_ground_truth(reference_run, tiny_data, tmp_path)
     curve = result["bg_score_auto"]["curve"]
     assert max(curve, key=lambda c: c["iou"])["score"] == result["bg_score"]
     assert len(list((work / "make_pseudo").glob("*.png"))) == result["images"]
+
+
+def test_one_pass_threshold_sweep_equals_scoring_each_threshold():
+    """The histogram sweep against a direct cut at each threshold (argmax over [t, scores], ties to background)."""
+    from salmask.cam.evaluate import ThresholdSweep
+    from salmask.metrics.confusion import ConfusionMatrix
+
+    rng = np.random.default_rng(0)
+    thresholds = [0.3, 0.05, 0.21, 0.5, 0.21]
+    sweep, direct = ThresholdSweep(thresholds, 21), [ConfusionMatrix(21) for _ in thresholds]
+    for _ in range(20):
+        keys = np.sort(rng.choice(np.arange(1, 21), rng.integers(0, 4), replace=False))
+        scores = rng.random((len(keys), 17, 13)).astype(np.float16).astype(np.float32)
+        scores[:, :3] = 0.21  # ties with a threshold
+        gt = rng.integers(0, 21, (17, 13))
+        gt[0, :4] = 255
+        sweep.update(scores, keys, gt)
+        for t, cm in zip(thresholds, direct):
+            stack = np.concatenate([np.full((1, 17, 13), t, np.float32), scores])
+            cm.update(np.concatenate([[0], keys])[stack.argmax(0)], gt)
+    for a, b in zip(sweep.cms, direct):
+        np.testing.assert_array_equal(a.hist, b.hist)
