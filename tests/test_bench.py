@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from salmask import bench
-from salmask.benchmarks import bench_cam, bench_seg, bench_sizes, bench_walk
+from salmask.benchmarks import bench_cam, bench_seg, bench_seg_train, bench_sizes, bench_walk
 from salmask.errors import ConfigError
 from salmask.seg.inference import predict_batch
 from salmask.stage_utils import GPU_INFER_BATCH, resolve_infer_batch, size_batches
@@ -124,6 +124,8 @@ def test_run_bench_prints_table_and_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench_sizes, "run_synthesis", functools.partial(
         bench_sizes.run_synthesis, size=(48, 64), images=1, repeats=1, measure_memory=False))
     monkeypatch.setattr(bench_walk, "QUICK_SIZES", [(6, 7)])
+    monkeypatch.setattr(bench_seg_train, "run", functools.partial(bench_seg_train.run, batch=2, crop=64,
+                                                                  backbone="resnet18"))
     out = tmp_path / "bench.json"
     rows = bench.run_bench(quick=True, json_out=str(out), device="cpu")
     printed = capsys.readouterr().out
@@ -132,6 +134,7 @@ def test_run_bench_prints_table_and_writes_json(tmp_path, monkeypatch, capsys):
     assert {"cpu_count", "torch", "cpu", "load_average", "devices"} <= data["machine"].keys()
     assert [r["stage"] for r in rows].count("artefact") == 6
     assert [r["stage"] for r in rows].count("cam") == 4 and [r["stage"] for r in rows].count("seg") == 4
+    assert [r["stage"] for r in rows].count("train_seg step") == 4  # the loader and three variants (quick)
     walk = [r for r in rows if r["stage"] == "walk"]
     assert len(walk) == 1 and walk[0]["max_abs_diff"] < 1e-4 and walk[0]["peak_bytes"] >= 0
     for stage in ("cam", "walk", "seg", "boundary", "CAM (make_cam", "speed-up", "peak resident set"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from salmask.benchmarks import bench_cam, bench_seg, bench_sizes, bench_walk
+from salmask.benchmarks import bench_cam, bench_seg, bench_seg_train, bench_sizes, bench_walk
 from salmask.benchmarks.common import (MEMORY_METHODS, VOC_SIZE, Setting, cuda_peak_bytes, format_load,
                                        format_table, load_text, machine_info, median_seconds, memory_method,
                                        peak_bytes, resolve_devices, rss_growth, subprocess_peak_bytes,
@@ -34,7 +34,8 @@ def run_bench(quick: bool, json_out: str | None, device: str = "auto") -> list[d
     rows: list[dict] = []
     for dev in devices:
         for name, bench in (("cam", bench_cam.run), ("cam 128x128", bench_cam.run_small), ("walk", walk_rows),
-                            ("seg", bench_seg.run), ("seg 128x128", bench_seg.run_small)):
+                            ("seg", bench_seg.run), ("seg 128x128", bench_seg.run_small),
+                            ("seg train step", bench_seg_train.run)):
             start = time.perf_counter()
             new = bench(quick=quick, device=dev)
             rows += new

@@ -31,14 +31,15 @@ from salmask.benchmarks.common import VOC_SIZE, format_table, median_seconds, ti
 BATCH, CROP, BACKBONE = 8, 256, "efficientnet-lite0"
 
 
-def make_step(channels: int, channels_last: bool, device: str, compiled: bool = False):
-    """A closure running one SGD step of DeepLab-v3+ on a fixed random batch."""
+def make_step(channels: int, channels_last: bool, device: str, compiled: bool = False, *, batch: int = BATCH,
+              crop: int = CROP, backbone: str = BACKBONE):
+    """A closure running one SGD step of DeepLab-v3+ on a fixed random batch [batch, 3, crop, crop]."""
     from salmask.models.deeplab import build_segmenter, param_groups
 
     torch.manual_seed(0)
-    model = build_segmenter("deeplabv3plus", backbone=BACKBONE, num_classes=21, channels=channels).to(device)
-    x = torch.randn(BATCH, 3, CROP, CROP, device=device)
-    y = torch.randint(0, 21, (BATCH, CROP, CROP), device=device)
+    model = build_segmenter("deeplabv3plus", backbone=backbone, num_classes=21, channels=channels).to(device)
+    x = torch.randn(batch, 3, crop, crop, device=device)
+    y = torch.randint(0, 21, (batch, crop, crop), device=device)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(param_groups(model, 0.007), lr=0.007, momentum=0.9)
@@ -58,31 +59,34 @@ def make_step(channels: int, channels_last: bool, device: str, compiled: bool = 
     return step
 
 
-def make_loader_batch(folder: Path):
-    """A closure loading one batch of 8 samples the way ``train_seg`` does, from VOC-sized JPEGs."""
+def make_loader_batch(folder: Path, batch: int = BATCH, crop: int = CROP):
+    """A closure loading one batch the way ``train_seg`` does, from VOC-sized JPEGs."""
     from PIL import Image
 
     from salmask.seg.train import SegDataset
 
     rng = np.random.default_rng(0)
-    ids = [f"img{k}" for k in range(BATCH)]
+    ids = [f"img{k}" for k in range(batch)]
     for i in ids:
         Image.fromarray(rng.integers(0, 256, (*VOC_SIZE, 3), dtype=np.uint8)).save(folder / f"{i}.jpg", quality=90)
         Image.fromarray(rng.integers(0, 21, VOC_SIZE, dtype=np.uint8)).save(folder / f"{i}.png")
-    ds = SegDataset(ids, lambda i: folder / f"{i}.jpg", folder, 21, CROP, (0.5, 2.0))
-    return lambda: [ds[k] for k in range(BATCH)]
+    ds = SegDataset(ids, lambda i: folder / f"{i}.jpg", folder, 21, crop, (0.5, 2.0))
+    return lambda: [ds[k] for k in range(batch)]
 
 
-def run(quick: bool = False, device: str = "cpu") -> list[dict]:
+def run(quick: bool = False, device: str = "cpu", *, batch: int = BATCH, crop: int = CROP,
+        backbone: str = BACKBONE) -> list[dict]:
+    """Rows of the common format: the loader and each variant against the reference step."""
     repeats = 3 if quick else 5
+    size = dict(batch=batch, crop=crop, backbone=backbone)
     variants = {"channels=64": (64, False), "channels_last": (256, True), "channels=64 + channels_last": (64, True)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        fns = {"ref": make_step(256, False, device), "loader": make_loader_batch(Path(tmp))}
-        fns.update({name: make_step(c, cl, device) for name, (c, cl) in variants.items()})
+        fns = {"ref": make_step(256, False, device, **size), "loader": make_loader_batch(Path(tmp), batch, crop)}
+        fns.update({name: make_step(c, cl, device, **size) for name, (c, cl) in variants.items()})
         compile_seconds = None
         if not quick:
-            compiled = make_step(256, False, device, compiled=True)
+            compiled = make_step(256, False, device, compiled=True, **size)
             start = time.perf_counter()
             compiled()
             compiled()
@@ -91,14 +95,14 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
         for fn in fns.values():  # warm-up (oneDNN primitive caches, allocator)
             fn()
         seconds, _ = median_seconds(fns, device, repeats)
-    common = dict(device=device, images=BATCH, peaks={"ours": None}, max_abs_diff=None, diff_metric="",
-                  reference=f"DeepLab-v3+ {BACKBONE}, 256 channels, NCHW (train_seg's step before)")
-    rows.append(timed_row("train_seg step", f"loader: one batch of {BATCH}, {VOC_SIZE[1]}x{VOC_SIZE[0]} JPEGs",
+    common = dict(device=device, images=batch, peaks={"ours": None}, max_abs_diff=None, diff_metric="",
+                  reference=f"DeepLab-v3+ {backbone}, 256 channels, NCHW (train_seg's step before)")
+    rows.append(timed_row("train_seg step", f"loader: one batch of {batch}, {VOC_SIZE[1]}x{VOC_SIZE[0]} JPEGs",
                           seconds={"ours": seconds["loader"], "ref": seconds["ref"]},
                           ours="SegDataset in the main process", **common))
     for name in (*variants, *(("compile",) if "compile" in seconds else ())):
         note = {} if name != "compile" else {"compile_seconds": compile_seconds}
-        rows.append(timed_row("train_seg step", f"{name}, batch {BATCH} at {CROP}x{CROP}",
+        rows.append(timed_row("train_seg step", f"{name}, batch {batch} at {crop}x{crop}",
                               seconds={"ours": seconds[name], "ref": seconds["ref"]}, ours=name, **common, **note))
     return rows
 
