@@ -16,7 +16,6 @@ from salmask.cam.infer import cams_for_batch
 from salmask.data.transforms import downsample_labels, normalize
 from salmask.models.boundary_net import BoundaryNet
 from salmask.models.cam_net import CAMNet
-from salmask.select.sos import alpha_star, sep_replaces
 
 from conftest import gradient_image
 
@@ -186,8 +185,90 @@ def test_walk_crf_uses_bes_label_unary():
     np.testing.assert_array_equal(got, ref)
 
 
-@pytest.mark.parametrize("o", [0.0, 0.2, 0.39, 0.4, 0.41, 0.6, 1.0])
-def test_selector_forms_agree_on_ties(o):
-    """The most salient class (n* = 1) at the default tau = 1 + t0: the α* form replaces exactly when
-    Algorithm 1 does — at o = t0 neither does (strict >)."""
-    assert (alpha_star(o, 1.0, 1.4) > 0) == sep_replaces(o, True, 0.4, 0.2)
+def algorithm_1(P: list[np.ndarray], S: list[np.ndarray], salient: list[bool], t0: float = 0.4,
+                t1: float = 0.2) -> list[np.ndarray]:
+    """Algorithm 1 of the SOD seed ("SOD Enhanced Pseudo-Labels for single class images"), line by line.
+
+    ``P[k]``: the pseudo label of single-class image k (its class on the object, 0 elsewhere); ``S[k]``: its
+    salient map, binary; ``salient[k]``: "object is salient". Line 9's "P̂_k ← S_k" gives the salient pixels
+    the image's class.
+    """
+    L = len(P)
+    P_hat = [None] * L
+    for k in range(L):                                                    # 2: for k = 1 to L do
+        P_hat[k] = P[k]                                                   # 3: P̂_k ← P_k
+        if not S[k].any():                                                # 4: if S_k == 0_{H×W} then
+            continue                                                      # 5:   continue
+        o_S = np.sum(S[k] & (P[k] > 0)) / np.sum(S[k] | (P[k] > 0))       # 7: Intersect / union
+        if salient[k] and o_S > t0:                                       # 8
+            P_hat[k] = np.where(S[k], P[k].max(), 0).astype(np.uint8)     # 9: P̂_k ← S_k
+        if not salient[k] and o_S > t0 + t1:                              # 11
+            P_hat[k] = np.where(S[k], P[k].max(), 0).astype(np.uint8)     # 12: P̂_k ← S_k
+    return P_hat
+
+
+def alpha_star_form(P: np.ndarray, S: np.ndarray, n_star: float, tau: float = 1.4) -> np.ndarray:
+    """The seed's α* = (IoU(P_CAM, P_S) + ‖S^c‖₂ / max‖S‖₂)_τ (0 unless above τ, at most 1) and
+    P_final = argmax over (background, c) of (1 − α*)·P_CAM + α*·P_S, on a hard mask and a binary map."""
+    c, fg = int(P.max()), P > 0
+    a = np.sum(S & fg) / np.sum(S | fg) + n_star
+    a = min(a, 1.0) if a > tau else 0.0
+    p_cam = np.stack([1.0 - fg, fg * 1.0])
+    p_s = np.stack([1.0 - S, S * 1.0])
+    fused = (1 - a) * p_cam + a * p_s
+    return np.where(fused[1] > fused[0], c, 0).astype(np.uint8)
+
+
+def overlap_case(inter: int, union: int, cls: int = 3, side: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """A side×side pseudo mask and binary saliency whose IoU is exactly inter/union: P on the first p pixels,
+    S on pixels p − inter … union − 1 (row-major)."""
+    p = (union + inter) // 2
+    P = np.zeros(side * side, np.uint8)
+    P[:p] = cls
+    S = np.zeros(side * side, bool)
+    S[p - inter:union] = True
+    return P.reshape(side, side), S.reshape(side, side)
+
+
+# (intersection, union): o at and around 0.25, 0.4, 0.5 and 0.6, both ends, and the empty map of line 4
+OVERLAPS = [(24, 100), (25, 100), (1, 4), (26, 100), (39, 100), (40, 100), (2, 5), (41, 100), (49, 100), (50, 100),
+            (1, 2), (51, 100), (59, 100), (60, 100), (3, 5), (61, 100), (0, 30), (19, 20), (0, 0)]
+
+
+@pytest.mark.parametrize("salient", [True, False])
+@pytest.mark.parametrize(("t0", "t1"), [(0.4, 0.2), (0.25, 0.25)])
+def test_selector_is_algorithm_1_at_and_around_its_thresholds(salient, t0, t1):
+    """salmask's Selector (``select_masks``, mode sep) against the literal Algorithm 1 on hand cases with o at,
+    just below and just above t0 and t0 + t1: the same masks, so both compare with a strict ">". The seed's
+    t0 = 0.4, t1 = 0.2, and 0.25 + 0.25, whose sum is exact in floating point (0.4 + 0.2 is not 0.6)."""
+    from salmask import select_masks
+
+    cases = [overlap_case(i, u) for i, u in OVERLAPS]
+    P = [p for p, _ in cases]
+    S = [s for _, s in cases]
+    # the saliency binarised at 0.5: 0.51 is salient, 0.49 is not
+    saliency = [np.where(s, 0.51, 0.49) for s in S]
+    got, report = select_masks(P, saliency, [[3]] * len(P), t0=t0, t1=t1, salient_classes=[3] if salient else [])
+    expect = algorithm_1(P, S, [salient] * len(P), t0, t1)
+    for k, (g, e) in enumerate(zip(got, expect)):
+        np.testing.assert_array_equal(g, e, err_msg=f"o = {OVERLAPS[k][0]}/{OVERLAPS[k][1]}")
+    replaced = [not np.array_equal(e, p) for e, p in zip(expect, P)]
+    assert report["replaced"] == sum(replaced) and 0 < sum(replaced) < len(P) - 3
+
+
+def test_selector_alpha_form_is_the_seeds_formula_at_tau():
+    """The α* form (τ = 1.4) of a set whose one class has n* = 1, against the seed's α* formula written out: the
+    same masks at and around o = τ − n* = t0, and the same decisions as Algorithm 1 for a salient class."""
+    from salmask import select_masks
+
+    cases = [overlap_case(i, u) for i, u in OVERLAPS]
+    P = [p for p, _ in cases]
+    S = [s for _, s in cases]
+    got, _ = select_masks(P, [s * 1.0 for s in S], [[3]] * len(P), mode="alpha", tau=1.4)
+    literal = algorithm_1(P, S, [True] * len(P))
+    for k, (g, p, s) in enumerate(zip(got, P, S)):
+        if not s.any():  # line 4: no salient object, the image is skipped in both forms
+            np.testing.assert_array_equal(g, p)
+            continue
+        np.testing.assert_array_equal(g, alpha_star_form(p, s, 1.0), err_msg=f"o = {OVERLAPS[k]}")
+        np.testing.assert_array_equal(g, literal[k], err_msg=f"o = {OVERLAPS[k]}")
