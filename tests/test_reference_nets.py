@@ -13,7 +13,7 @@ from torch import nn
 
 from salmask.boundary.labels import saliency_edges
 from salmask.cam.infer import cams_for_batch
-from salmask.data.transforms import downsample_labels, normalize
+from salmask.data.transforms import downsample_labels
 from salmask.models.boundary_net import BoundaryNet
 from salmask.models.cam_net import CAMNet
 
@@ -36,16 +36,19 @@ def reference_stages(net: nn.Module) -> list[nn.Module]:
             net.layer4]
 
 
-def reference_cams(net: nn.Module, weight: torch.Tensor, image: np.ndarray, scales) -> torch.Tensor:
-    """IRNet's make_cam for one image: per scale, the uint8 image rescaled (PIL bicubic), normalised, with its
-    flip; ReLU(conv(features, w)) flip-summed, upsampled to the stride-4 grid, summed over scales."""
+def reference_cams(net: nn.Module, weight: torch.Tensor, image: np.ndarray, scales) -> tuple[torch.Tensor, torch.Tensor]:
+    """IRNet's make_cam for one image: per scale, the uint8 image rescaled (PIL bicubic), normalised (÷255,
+    ImageNet mean/std), with its flip; ReLU(conv(features, w)) flip-summed, upsampled to the stride-4 grid and
+    to the stride-16-rounded size cropped to the image, summed over scales (not yet normalised)."""
     h, w = image.shape[:2]
     strided = ((h + 3) // 4, (w + 3) // 4)
-    total = 0
+    up = (-(-h // 16) * 16, -(-w // 16) * 16)
+    total = high = 0
     for s in scales:
         img = image if s == 1.0 else np.asarray(
             Image.fromarray(image).resize((int(np.round(w * s)), int(np.round(h * s))), Image.BICUBIC))
-        x = torch.from_numpy(normalize(img).transpose(2, 0, 1).copy())[None]
+        img = (img / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+        x = torch.from_numpy(img.astype(np.float32).transpose(2, 0, 1).copy())[None]
         x = torch.cat([x, x.flip(-1)])
         f = x
         with torch.no_grad():
@@ -54,7 +57,8 @@ def reference_cams(net: nn.Module, weight: torch.Tensor, image: np.ndarray, scal
             cam = F.relu(F.conv2d(f, weight))
         cam = cam[0] + cam[1].flip(-1)
         total = total + F.interpolate(cam[None], strided, mode="bilinear", align_corners=False)[0]
-    return total
+        high = high + F.interpolate(cam[None], up, mode="bilinear", align_corners=False)[0, :, :h, :w]
+    return total, high
 
 
 @pytest.mark.parametrize("depth", [18, 50])
@@ -67,10 +71,10 @@ def test_cam_net_matches_strides_2221_without_dilation(depth):
     ref = reference_resnet(depth, state)
     image = gradient_image(70, 90, seed=depth)
     scales = (1.0, 0.5, 1.5)
-    got = cams_for_batch(ours, [image], [[1, 2, 3, 4]], scales, torch.device("cpu"), False)[0]["cam"]
-    expect = reference_cams(ref, ours.classifier.weight, image, scales)
-    expect = expect / (expect.flatten(1).max(1).values[:, None, None] + 1e-5)
-    np.testing.assert_allclose(got.astype(np.float32), expect.numpy(), atol=2e-3)  # float16 storage
+    got = cams_for_batch(ours, [image], [[1, 2, 3, 4]], scales, torch.device("cpu"), False)[0]
+    for name, expect in zip(("cam", "high_res"), reference_cams(ref, ours.classifier.weight, image, scales)):
+        expect = expect / (expect.flatten(1).max(1).values[:, None, None] + 1e-5)
+        np.testing.assert_allclose(got[name].astype(np.float32), expect.numpy(), atol=2e-3)  # float16 storage
     # and the raw features exactly, where timm's dilation would differ
     x = torch.randn(1, 3, 64, 64)
     f = x
