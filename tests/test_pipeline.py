@@ -158,3 +158,33 @@ def test_stage_order_does_not_depend_on_import_order():
             "from salmask.pipeline import STAGES, ORDER; print(list(STAGES) == list(ORDER))")
     out = subprocess.run([sys.executable, "-c", code], env=salmask_env(), capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_stages_print_whole_first_sentences(capsys):
+    """`salmask stages` prints each stage's first sentence whole, however many lines its docstring takes."""
+    from salmask.cli import first_sentence
+
+    assert main(["stages"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert lines["make_pseudo"].endswith("(fixed, or chosen by agreement with saliency).")
+    assert all(line.rstrip().endswith(".") for line in lines.values()), lines
+    assert first_sentence("One, e.g.x two.\n    Three. Four.") == "One, e.g.x two."
+    assert first_sentence("No stop\n  here") == "No stop here"
+
+
+def test_every_cli_option_has_help():
+    import argparse
+
+    from salmask.cli import build_parser
+
+    def parsers(p: argparse.ArgumentParser, name: str):
+        yield name, p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from parsers(sub, f"{name} {sub_name}")
+
+    missing = [f"{name}: {'/'.join(a.option_strings) or a.dest}"
+               for name, p in parsers(build_parser(), "salmask") for a in p._actions
+               if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
+    assert not missing, missing
