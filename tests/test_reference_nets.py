@@ -189,6 +189,46 @@ def test_walk_crf_uses_bes_label_unary():
     np.testing.assert_array_equal(got, ref)
 
 
+def test_confident_maps_are_irnets_cam_to_ir_label():
+    """The confident foreground/background map against IRNet's ``step/cam_to_ir_label.py`` (BES's is the same),
+    written here on pydensecrf: argmax over [thres, CAMs] at 0.30 and 0.07, each through
+    ``crf_inference_label`` (unary_from_labels gt_prob 0.7, zero_unsure False; Gaussian sxy 3 compat 3;
+    bilateral sxy 50 srgb 5 compat 10; 10 iterations), keys [0, *classes]; the class where the foreground map
+    has one, 0 where both say background, 255 (uncertain) elsewhere."""
+    dcrf = pytest.importorskip("pydensecrf.densecrf")
+    from pydensecrf.utils import unary_from_labels
+
+    from salmask.boundary.labels import confident_map
+
+    def crf_inference_label(img, labels, n_labels, t=10, gt_prob=0.7):
+        h, w = img.shape[:2]
+        d = dcrf.DenseCRF2D(w, h, n_labels)
+        d.setUnaryEnergy(unary_from_labels(labels, n_labels, gt_prob=gt_prob, zero_unsure=False))
+        d.addPairwiseGaussian(sxy=3, compat=3)
+        d.addPairwiseBilateral(sxy=50, srgb=5, rgbim=np.ascontiguousarray(np.copy(img)), compat=10)
+        return np.argmax(np.array(d.inference(t)).reshape((n_labels, h, w)), axis=0)
+
+    rng = np.random.default_rng(6)
+    h, w = 36, 52
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img[:, 26:] //= 4
+    cams = np.zeros((2, h, w), np.float32)
+    cams[0, 4:30, 3:28] = 0.8
+    cams[1, 10:34, 24:48] = 0.5
+    cams += rng.uniform(0, 0.25, cams.shape).astype(np.float32)
+    keys = np.pad(np.array([7, 12]), (1, 0), mode="constant")  # IRNet: its 0-based keys + 1
+    fg_conf = keys[crf_inference_label(img, np.argmax(np.pad(cams, ((1, 0), (0, 0), (0, 0)), constant_values=0.30),
+                                                      axis=0), keys.shape[0])]
+    bg_conf = keys[crf_inference_label(img, np.argmax(np.pad(cams, ((1, 0), (0, 0), (0, 0)), constant_values=0.07),
+                                                      axis=0), keys.shape[0])]
+    conf = fg_conf.copy()
+    conf[fg_conf == 0] = 255
+    conf[bg_conf + fg_conf == 0] = 0
+    got = confident_map(cams, np.array([7, 12]), img)
+    assert set(np.unique(conf)) == {0, 7, 12, 255}
+    np.testing.assert_array_equal(got, conf)
+
+
 def algorithm_1(P: list[np.ndarray], S: list[np.ndarray], salient: list[bool], t0: float = 0.4,
                 t1: float = 0.2) -> list[np.ndarray]:
     """Algorithm 1 of the SOD seed ("SOD Enhanced Pseudo-Labels for single class images"), line by line.
