@@ -171,14 +171,14 @@ def test_walk_crf_uses_bes_label_unary():
     dcrf = pytest.importorskip("pydensecrf.densecrf")
     from pydensecrf.utils import unary_from_labels
 
-    from salmask.refine.stage import crf_refine, scores_to_index
+    from salmask.refine.stage import crf_refine
 
     rng = np.random.default_rng(2)
     h, w = 40, 50
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     image[:, 25:] //= 3
     scores = rng.uniform(0, 1, (2, h, w)).astype(np.float32)
-    index = scores_to_index(scores, 0.25)
+    index = np.argmax(np.concatenate([np.full((1, h, w), 0.25, np.float32), scores]), axis=0)  # IRNet's argmax
     got = crf_refine(image, index, scores, 0.25, "labels")
 
     d = dcrf.DenseCRF2D(w, h, 3)
