@@ -48,6 +48,25 @@ def test_cam_layouts_match_irnet_loop():
     assert [r["auto"] for r in rows] == [True, False] and rows[0]["case"].endswith("[auto]")
 
 
+def test_cam_matches_irnet_make_cam_at_odd_sizes():
+    """cams_for_batch (per image and batched) against IRNet's make_cam written from its definition
+    (salmask.benchmarks.reference_cam, which imports none of salmask's inference code) on sizes where the
+    rescaled sizes round, the stride-16 crop cuts, and two classes are kept out of three."""
+    from salmask.benchmarks.reference_cam import irnet_make_cam
+
+    model = bench_cam.make_model("resnet18")
+    rng = np.random.default_rng(3)
+    arrays = [rng.integers(0, 256, (37, 53, 3), dtype=np.uint8) for _ in range(2)]
+    labels, scales, cpu = [[2, 7], [5, 19]], (1.0, 0.7, 1.5), torch.device("cpu")
+    ref = [irnet_make_cam(model, a, k, scales, cpu) for a, k in zip(arrays, labels)]
+    assert ref[0]["cam"].shape == (2, 10, 14) and ref[0]["high_res"].shape == (2, 37, 53)
+    batched = bench_cam.cams_for_batch(model, arrays, labels, scales, cpu, amp=False)
+    per_image = [bench_cam.cams_for_batch(model, [a], [k], scales, cpu, amp=False)[0] for a, k in zip(arrays, labels)]
+    for ours in (batched, per_image):
+        assert bench_cam.max_abs_diff(ours, ref) < 1e-3  # float16 storage of maps in [0, 1]
+    assert min(float(r[n].max()) for r in ref for n in ("cam", "high_res")) > 0.99
+
+
 def test_cam_diff_detects_disagreement():
     model = bench_cam.make_model("resnet18")
     arrays, labels = bench_cam.make_images(1, TINY)

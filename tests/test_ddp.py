@@ -119,3 +119,31 @@ def test_two_rank_training_from_pretrained_checkpoints(tmp_path, tiny_data):
     assert read_json(work / "train_seg" / "manifest.json")["steps"] == 3
     rank0, rank1 = _checksums(work)
     assert len(rank0) == 2 and rank0 == rank1
+    # and what the references freeze still equals the checkpoint, tensor by tensor
+    start = torch.load(ckpt, map_location="cpu", weights_only=True)
+    cam = torch.load(work / "train_cam" / "model.pt", map_location="cpu", weights_only=True)["model"]
+    seg = torch.load(work / "train_seg" / "model.pt", map_location="cpu", weights_only=True)["model"]
+    frozen_cam, frozen_seg = frozen_by_the_references(start)
+    for name in frozen_cam:
+        assert torch.equal(cam[f"backbone.{name}"], start[name]), f"train_cam changed {name}"
+    for name in frozen_seg:
+        assert torch.equal(seg[f"backbone.{name}"], start[name]), f"train_seg changed {name}"
+    trained = [n for n in start if n.startswith(("layer3.", "layer4.")) and n.endswith("conv1.weight")]
+    assert trained and all(not torch.equal(cam[f"backbone.{n}"], start[n]) for n in trained)
+    assert not torch.equal(seg["backbone.layer4.0.conv1.weight"], start["layer4.0.conv1.weight"])
+
+
+def frozen_by_the_references(state: dict) -> tuple[list[str], list[str]]:
+    """The checkpoint tensors (ResNet names) that training leaves alone. IRNet/BES's CAM net
+    (``net/resnet50_cam.py``): stage 2's output is detached, so conv1, bn1, layer1 and layer2 get no gradient,
+    and every BatchNorm is a FixedBatchNorm, whose statistics never update. SBE's DeepLab-v2 with ImageNet
+    weights: every BatchNorm of the backbone fixed, statistics and affine parameters."""
+    import timm
+
+    norms = [name for name, m in timm.create_model("resnet18").named_modules()
+             if isinstance(m, torch.nn.BatchNorm2d)]
+    stats = [n for n in state if n.rsplit(".", 1)[0] in norms and n.endswith(("running_mean", "running_var"))]
+    cam = sorted({n for n in state if n.startswith(("conv1.", "bn1.", "layer1.", "layer2."))} | set(stats))
+    seg = [n for n in state if n.rsplit(".", 1)[0] in norms]
+    assert len(stats) == 2 * len(norms) and len(cam) > len(stats)
+    return cam, seg

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from salmask.cli import main
 from salmask.config import load_config
@@ -69,6 +70,57 @@ def test_preprocessing_and_postprocessing_are_the_recipe(tmp_path):
             np.testing.assert_allclose(sal, expected(image, output, by_max), atol=1e-5)
     # BGR instead of RGB would give another map.
     assert np.abs(expected(image[..., ::-1], 0) - expected(image, 0)).max() > 0.05
+
+
+def rembg_u2netp(session, image: np.ndarray, size: int, *, by_max_first: bool = False,
+                 as_uint8: bool = False) -> np.ndarray:
+    """rembg's U²-NetP session (``sessions/u2netp.py`` and ``BaseSession.normalize``), written with PIL and
+    numpy only: RGB Lanczos-resized to size², ÷ the resized image's maximum, (x − mean) / std per channel,
+    NCHW float32; output 0, channel 0, min-max normalised; Lanczos back to the image's size. rembg resizes
+    back the mask quantised to uint8 (``as_uint8``); salmask resizes the float map. ``by_max_first``
+    divides by the original image's maximum instead, the wrong order, to show that the order is tested."""
+    pil = Image.fromarray(image).convert("RGB")
+    im = np.array(pil.resize((size, size), Image.Resampling.LANCZOS)).astype(np.float64)
+    im = im / (image.max() if by_max_first else np.max(im))
+    x = np.zeros((size, size, 3))
+    for c in range(3):
+        x[:, :, c] = (im[:, :, c] - MEAN[c]) / STD[c]
+    x = np.expand_dims(x.transpose((2, 0, 1)), 0).astype(np.float32)
+    pred = session.run(None, {session.get_inputs()[0].name: x})[0][:, 0, :, :]
+    pred = np.squeeze((pred - np.min(pred)) / (np.max(pred) - np.min(pred)))
+    if as_uint8:
+        mask = Image.fromarray((pred * 255).astype("uint8"), mode="L").resize(pil.size, Image.Resampling.LANCZOS)
+        return np.asarray(mask) / 255.0
+    back = Image.fromarray(pred.astype(np.float32), mode="F").resize(pil.size, Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(back), 0.0, 1.0)
+
+
+def test_recipe_on_odd_sized_images_against_rembgs(tmp_path):
+    """Images of odd sizes, so that both Lanczos resizes and the ÷ max after the first one count: salmask's
+    maps against rembg's recipe written with PIL/numpy and run on onnxruntime directly (not OnnxSaliency)."""
+    import onnxruntime as ort
+
+    path = write_model(tmp_path / "toy.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(4)
+    images = []
+    for h, w in ((23, 37), (41, 19), (16, 16)):
+        im = rng.integers(0, 120, (h, w, 3), dtype=np.uint8)
+        im[h // 3, w // 2] = (250, 40, 200)  # one bright pixel: the resized image's maximum is lower
+        im[h // 2:, : w // 2] += 60  # and a structure that survives the resize
+        images.append(im)
+    for output in (0, 1):
+        model = OnnxSaliency(path, input_size=S, output_index=output)
+        for im, sal in zip(images, model.predict(images)):
+            assert sal.shape == im.shape[:2]
+            if output == 1:  # rembg reads output 0; output 1 runs the same recipe on the other map
+                continue
+            np.testing.assert_allclose(sal, rembg_u2netp(session, im, S), rtol=0, atol=2e-6)
+            # rembg's uint8 step (truncated, then Lanczos) moves its mask by a few grey levels
+            rembg_mask = rembg_u2netp(session, im, S, as_uint8=True)
+            assert np.abs(sal - rembg_mask).max() < 5 / 255 and np.abs(sal - rembg_mask).mean() < 1 / 255
+            if im.shape[:2] != (S, S):  # resized, the bright pixel fades: dividing first would differ
+                assert np.abs(sal - rembg_u2netp(session, im, S, by_max_first=True)).max() > 0.01
 
 
 def test_maps_are_resized_back_to_each_image(tmp_path):

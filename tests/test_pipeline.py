@@ -48,12 +48,15 @@ def _eval(pred: Path, gt: Path, out: Path) -> dict:
 
 
 def _expected(preds: dict[str, np.ndarray], gts: dict[str, np.ndarray], n: int = 21) -> dict[str, float]:
-    """Acc, mIoU, Acc_class straight from the definitions, per class over all pixels (no confusion matrix)."""
+    """Acc, mIoU, Acc_class, fwIoU straight from the definitions (FCN's score.py, which IRNet's chainercv IoU
+    and the SOD paper's table follow), per class over all pixels, no confusion matrix: IoU over the classes
+    present in the prediction or the ground truth; fwIoU weights each IoU by its class's share of the
+    ground-truth pixels."""
     p = np.concatenate([preds[i].ravel() for i in sorted(gts)]).astype(np.int64)
     g = np.concatenate([gts[i].ravel() for i in sorted(gts)]).astype(np.int64)
     keep = g != 255
     p, g = np.where(p[keep] == 255, 0, p[keep]), g[keep]
-    ious, accs = [], []
+    ious, accs, fw = [], [], 0.0
     for c in range(n):
         inter = np.sum((p == c) & (g == c))
         union = np.sum((p == c) | (g == c))
@@ -61,7 +64,23 @@ def _expected(preds: dict[str, np.ndarray], gts: dict[str, np.ndarray], n: int =
             ious.append(inter / union)
         if np.sum(g == c):
             accs.append(inter / np.sum(g == c))
-    return {"Acc": 100 * np.mean(p == g), "mIoU": 100 * np.mean(ious), "Acc_class": 100 * np.mean(accs)}
+            fw += np.sum(g == c) / g.size * inter / union
+    return {"Acc": 100 * np.mean(p == g), "mIoU": 100 * np.mean(ious), "Acc_class": 100 * np.mean(accs),
+            "fwIoU": 100 * fw}
+
+
+def test_metrics_are_the_definitions_on_random_maps():
+    """segmentation_metrics against the definitions above, without ../shared: random maps with ignore pixels in
+    both, a class only predicted and a class only in the ground truth."""
+    from salmask import segmentation_metrics
+
+    rng = np.random.default_rng(8)
+    gts = {f"{k}": rng.choice([0, 1, 2, 5, 255], (13 + k, 17), p=[0.4, 0.2, 0.2, 0.1, 0.1]) for k in range(3)}
+    preds = {i: np.where(rng.random(g.shape) < 0.6, g, rng.choice([0, 1, 2, 7, 255], g.shape)) for i, g in gts.items()}
+    preds["0"][0, 0] = 255
+    got = segmentation_metrics([preds[i] for i in sorted(gts)], [gts[i] for i in sorted(gts)], num_classes=8)
+    for k, v in _expected(preds, gts, 8).items():
+        assert got[k] == pytest.approx(v, abs=1e-9), k
 
 
 def test_eval_gt_against_itself_and_a_perturbed_copy(voc_mini, tmp_path):
@@ -158,3 +177,33 @@ def test_stage_order_does_not_depend_on_import_order():
             "from salmask.pipeline import STAGES, ORDER; print(list(STAGES) == list(ORDER))")
     out = subprocess.run([sys.executable, "-c", code], env=salmask_env(), capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_stages_print_whole_first_sentences(capsys):
+    """`salmask stages` prints each stage's first sentence whole, however many lines its docstring takes."""
+    from salmask.cli import first_sentence
+
+    assert main(["stages"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert lines["make_pseudo"].endswith("(fixed, or chosen by agreement with saliency).")
+    assert all(line.rstrip().endswith(".") for line in lines.values()), lines
+    assert first_sentence("One, e.g.x two.\n    Three. Four.") == "One, e.g.x two."
+    assert first_sentence("No stop\n  here") == "No stop here"
+
+
+def test_every_cli_option_has_help():
+    import argparse
+
+    from salmask.cli import build_parser
+
+    def parsers(p: argparse.ArgumentParser, name: str):
+        yield name, p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from parsers(sub, f"{name} {sub_name}")
+
+    missing = [f"{name}: {'/'.join(a.option_strings) or a.dest}"
+               for name, p in parsers(build_parser(), "salmask") for a in p._actions
+               if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
+    assert not missing, missing

@@ -1,10 +1,14 @@
-"""The sparse random walk equals the references' dense formulation and keeps the walk's invariants."""
+"""The sparse random walk equals the references' dense formulation (``salmask.benchmarks.reference_walk``, whose
+paths are built from IRNet's definition, not from salmask's) and keeps the walk's invariants; the walk's
+post-processing equals IRNet's ``make_sem_seg_labels``, written here."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from salmask.benchmarks.reference_walk import dense_affinity, dense_propagate
+from salmask.benchmarks.reference_walk import dense_affinity, dense_propagate, search_paths
 from salmask.refine.random_walk import affinities, neighbour_paths, propagate, transition_operator
 
 
@@ -36,6 +40,19 @@ def test_paths_are_irnets_and_symmetric():
         assert {(dy - py, dx - px) for py, px in path} == set(path)  # same pixels walked from j to i
         assert {(-py, -px) for py, px in path} == set(paths[(-dy, -dx)])
     assert len(neighbour_paths(1)) == 1
+
+
+@pytest.mark.parametrize("radius", [2, 3, 5])
+def test_paths_equal_irnets_search_paths_from_both_ends(radius):
+    """salmask's offsets and paths against IRNet's search directions (the reference module's, built from
+    IRNet's definition). IRNet walks only the lower half-plane d and sets a(i, i + d) = a(i + d, i) from the
+    pixels i + p, p on d's path; seen from j = i + d, the offset −d covers j + (p − d)."""
+    irnet = {(0, 0): set()}
+    for (dy, dx), path in search_paths(radius):
+        irnet[(dy, dx)] = set(path)
+        irnet[(-dy, -dx)] = {(py - dy, px - dx) for py, px in path}
+    ours = {offset: set(path) for offset, path in neighbour_paths(radius)}
+    assert ours == irnet
 
 
 def test_affinity_is_symmetric_and_matches_the_stencil():
@@ -126,3 +143,61 @@ def test_boundary_wall_stops_the_walk():
 def test_bad_inputs_raise(cams, boundary, kwargs, message):
     with pytest.raises(ValueError, match=message):
         propagate(cams, boundary, **kwargs)
+
+
+def irnet_sem_seg_labels(rw: torch.Tensor, cam_keys: np.ndarray, size: tuple[int, int], bg_thres: float) -> tuple:
+    """IRNet's ``step/make_sem_seg_labels.py`` after ``propagate_to_edge``: ``rw`` [C,1,h,w] upsampled ×4
+    (bilinear, align_corners=False), cropped to the image, divided by its global maximum, a constant
+    ``bg_thres`` channel padded in front, argmax, then the keys [0, *classes] index the result. IRNet's
+    ``cam_keys`` are 0-based class indices (it adds 1); the returned scores are the divided maps [C,H,W]."""
+    rw_up = F.interpolate(rw, scale_factor=4, mode="bilinear", align_corners=False)[..., 0, :size[0], :size[1]]
+    rw_up = rw_up / torch.max(rw_up)
+    rw_up_bg = F.pad(rw_up, (0, 0, 0, 0, 1, 0), value=bg_thres)
+    rw_pred = torch.argmax(rw_up_bg, dim=0).cpu().numpy()
+    keys = np.pad(cam_keys + 1, (1, 0), mode="constant")
+    return keys[rw_pred], rw_up
+
+
+@pytest.mark.parametrize(("h", "w", "size", "bg"), [(9, 11, (34, 43), 0.25), (7, 12, (28, 45), 0.21)])
+def test_pseudo_masks_are_irnets_walk_and_post_processing(h, w, size, bg):
+    """salmask.pseudo_masks (the make_pseudo stage's code) against the dense reference walk followed by IRNet's
+    post-processing written above: the same scores, and the same class ids wherever the two best scores are
+    more than 1e-5 apart (float rounding may swap a near-tie)."""
+    from salmask import pseudo_masks
+
+    cams, boundary = _inputs(h, w, channels=2, seed=h + w)
+    cams[0, :, w // 3:] *= 0.05  # class 4 on the left, class 17 on the right, neither in the middle
+    cams[1, :, : 2 * w // 3] *= 0.05
+    boundary[:, [w // 3, 2 * w // 3]] = 1.0  # walls that keep them apart
+    keys = np.array([4, 17])
+    mask, scores = pseudo_masks(cams.numpy(), boundary.numpy(), keys.tolist(), bg_score=bg, size=size, exp_times=4)
+    rw = dense_propagate(cams.double(), boundary.double(), exp_times=4)[:, None]
+    ref_mask, ref_scores = irnet_sem_seg_labels(rw, keys - 1, size, bg)
+    assert mask.shape == size and scores.shape == (2, *size) and mask.dtype == np.uint8
+    np.testing.assert_allclose(scores, ref_scores.numpy(), rtol=0, atol=1e-5)
+    assert float(scores.max()) == pytest.approx(1.0)
+    top2 = np.sort(np.concatenate([np.full((1, *size), bg), ref_scores.numpy()]), axis=0)[-2:]
+    clear = top2[1] - top2[0] > 1e-5
+    assert clear.mean() > 0.99 and set(np.unique(ref_mask)) == {0, 4, 17}
+    np.testing.assert_array_equal(mask[clear], ref_mask[clear])
+
+
+def test_walk_post_processing_on_one_walked_map():
+    """The post-processing alone, on the same walked tensor: scores exactly IRNet's, background exactly where
+    no class beats the constant (a tie goes to the background, the first channel), and the keys' order kept."""
+    from salmask.refine.postprocess import scores_to_mask, upsample_scores
+
+    walked = torch.rand(3, 6, 8, generator=torch.Generator().manual_seed(5))
+    keys = np.array([9, 2, 14])
+    size = (23, 30)
+    ref_mask, ref_scores = irnet_sem_seg_labels(walked[:, None], keys - 1, size, 0.3)
+    scores = upsample_scores(walked, size)
+    np.testing.assert_array_equal(scores, ref_scores.numpy())
+    np.testing.assert_array_equal(scores_to_mask(scores, keys, 0.3), ref_mask)
+    tied = np.zeros((2, 2, 3), np.float32)
+    tied[0, 0, 0] = tied[1, 0, 1] = 0.3  # a class equal to the background score
+    tied[0, 1, :] = tied[1, 1, :] = 0.5  # two classes tied above it
+    expect = np.take(np.array([0, 5, 6]), torch.argmax(F.pad(torch.from_numpy(tied), (0, 0, 0, 0, 1, 0), value=0.3),
+                                                       dim=0).numpy())
+    np.testing.assert_array_equal(scores_to_mask(tied, np.array([5, 6]), 0.3), expect)
+    assert expect.tolist() == [[0, 0, 0], [5, 5, 5]]

@@ -272,3 +272,23 @@ def test_timings_section_lists_own_stages_of_each_run(tmp_path):
     assert "<td>main run</td><td>3.0</td>" in html and "train_cam 2.0, make_cam 1.0" in html
     bes_row = html[html.index("BES"):]
     assert "<td>0.5</td>" in bes_row and "train_cam" not in bes_row
+
+
+def test_crf_masks_get_their_own_row(tmp_path):
+    """With walk.crf, eval_pseudo scores the CRF masks too (BES and SBE score both): the printed summary and the
+    report show them as a row of their own."""
+    from salmask.demo import build_summary, format_summary
+    from salmask.report.html import EVAL_STAGES, metrics_section
+
+    plain = {"mIoU": 40.0, "Acc": 60.0, "Acc_class": 50.0, "fwIoU": 45.0}
+    crf = {"mIoU": 43.5, "Acc": 63.0, "Acc_class": 52.0, "fwIoU": 48.0}
+    summary = build_summary({"eval_pseudo": {"metrics": {**plain, "crf": crf}}}, {})
+    assert summary["sbe_crf"]["mIoU"] == 43.5
+    assert "dense CRF (walk.crf)" in format_summary(summary)
+    assert "sbe_crf" not in build_summary({"eval_pseudo": {"metrics": plain}}, {})
+    manifests = {stage: None for stage, _, _ in EVAL_STAGES}
+    manifests["eval_pseudo"] = {**plain, "crf": crf}
+    html = metrics_section(tmp_path, manifests)
+    assert "SBE + dense CRF" in html and "43.50" in html
+    manifests["eval_pseudo"] = plain
+    assert "dense CRF" not in metrics_section(tmp_path, manifests)

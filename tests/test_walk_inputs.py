@@ -81,7 +81,10 @@ def test_reference_presets_keep_the_references_recipe():
         cfg = load_config(preset)
         assert cfg.cam.momentum == 1e-4 and cfg.boundary.momentum == 1e-4, preset
         assert cfg.walk.bg_score == 0.21 and cfg.walk.boundary == "learned", preset
+        assert cfg.amp is False, preset  # fp32, as the references; bf16 is the option amp=true
     assert load_config("demo").walk.bg_score == "auto"
+    assert load_config("demo").amp is True and load_config("voc_cpu").amp is True
+    assert load_config("voc", ["amp=true"]).amp is True
 
 
 def test_agreement_picks_the_score_where_the_foreground_is_the_salient_region():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -36,7 +37,15 @@ def _cmd_stages(a: argparse.Namespace) -> None:
     import salmask.stages  # noqa: F401
 
     for st in STAGES.values():
-        print(f"{st.name:<22} {st.doc.splitlines()[0] if st.doc else ''}")
+        print(f"{st.name:<22} {first_sentence(st.doc or '')}")
+
+
+def first_sentence(doc: str) -> str:
+    """The first sentence of a docstring, whole: its first paragraph's lines joined, up to the first '.', '!'
+    or '?' followed by a space or the end (the whole paragraph when there is none)."""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    match = re.match(r"(.*?[.!?])(?=\s|$)", paragraph)
+    return match.group(1) if match else paragraph
 
 
 def _cmd_eval(a: argparse.Namespace) -> None:
@@ -153,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=_cmd_run)
 
     d = sub.add_parser("demo", help="generate the synthetic set and run every stage on it")
-    d.add_argument("--work-dir", default="work/demo")
+    d.add_argument("--work-dir", default="work/demo", help="where the run writes (default: work/demo)")
     d.add_argument("--quick", action="store_true", help="a few-minute version for tests")
     d.add_argument("overrides", nargs="*", help="key=value overrides")
     d.set_defaults(fn=_cmd_demo)
@@ -170,21 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_stages)
 
     e = sub.add_parser("eval", help="score a folder of mask PNGs against ground truth")
-    e.add_argument("--pred", required=True)
-    e.add_argument("--gt", required=True)
+    e.add_argument("--pred", required=True, help="folder of predicted {id}.png class-id masks")
+    e.add_argument("--gt", required=True, help="folder of ground-truth {id}.png masks (255 ignored)")
     e.add_argument("--num-classes", type=int, default=None, help="default 21 (VOC)")
     e.add_argument("--classes", choices=["voc", "none"], default="none", help="class names for the table")
     e.add_argument("--json", help="write the scores as JSON here")
     e.set_defaults(fn=_cmd_eval)
 
     se = sub.add_parser("sod-eval", help="score saliency maps: MAE, max/mean/adaptive F, S, E")
-    se.add_argument("--pred", required=True)
-    se.add_argument("--gt", required=True)
-    se.add_argument("--json")
+    se.add_argument("--pred", required=True, help="folder of saliency maps {id}.png (grayscale)")
+    se.add_argument("--gt", required=True, help="folder of binary ground-truth masks {id}.png")
+    se.add_argument("--json", help="write the metrics as JSON here")
     se.set_defaults(fn=_cmd_sod_eval)
 
     sa = sub.add_parser("saliency", help="saliency maps of a folder of images from the classic or an ONNX source")
-    sa.add_argument("--source", choices=["classic", "onnx"], required=True)
+    sa.add_argument("--source", choices=["classic", "onnx"], required=True,
+                    help="classic: training-free MB+; onnx: a pretrained ONNX model (--model)")
     sa.add_argument("--images", required=True, help="folder of .jpg/.png images")
     sa.add_argument("--out", required=True, help="folder for the {stem}.png maps")
     sa.add_argument("--model", help="onnx: the ONNX model (saliency.model)")
@@ -198,13 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     sel.set_defaults(fn=_cmd_select)
 
     rep = sub.add_parser("report", help="write an HTML report of a work directory")
-    rep.add_argument("work_dir")
+    rep.add_argument("work_dir", help="a run's work directory; the report is written there as report.html")
     rep.set_defaults(fn=_cmd_report)
 
     sh = sub.add_parser("show", help="render the per-stage grid of one image to PNG")
-    sh.add_argument("id")
-    sh.add_argument("--work-dir", default="work/demo")
-    sh.add_argument("--out")
+    sh.add_argument("id", help="the image id")
+    sh.add_argument("--work-dir", default="work/demo", help="the run's work directory (default: work/demo)")
+    sh.add_argument("--out", help="PNG to write (default: WORK_DIR/show/ID.png)")
     sh.set_defaults(fn=_cmd_show)
 
     pr = sub.add_parser("prepare", help="turn official dataset downloads into what salmask reads")
@@ -217,13 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--root", required=True, help="folder holding annotations/ and train2014/ val2014/")
     pc.add_argument("--work-dir", default="work/coco", help="the work directory of the runs (default: the "
                                                             "coco preset's)")
-    pc.add_argument("--splits", default="train,val")
+    pc.add_argument("--splits", default="train,val", help="comma-separated COCO 2014 splits to index and "
+                                                          "rasterise (default: train,val)")
     pr.set_defaults(fn=_cmd_prepare)
 
     b = sub.add_parser("bench", help="throughput / memory / speed-up against reference formulations")
-    b.add_argument("--quick", action="store_true")
-    b.add_argument("--json")
-    b.add_argument("--device", default="auto")
+    b.add_argument("--quick", action="store_true", help="smaller models, fewer images and repeats (minutes)")
+    b.add_argument("--json", help="also write the machine, the settings and every row as JSON here")
+    b.add_argument("--device", default="auto", help="auto (CPU, and CUDA when present) | cpu | cuda[:N]")
     b.set_defaults(fn=_cmd_bench)
     return p
 

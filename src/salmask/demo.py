@@ -141,6 +141,8 @@ def build_summary(results: dict, ablations: dict, smoke: bool = False) -> dict:
         s["sod"] = results["eval_sod"]["metrics"]
     if "eval_pseudo" in results:
         s["sbe"] = _pick(_pseudo(results))
+        if results["eval_pseudo"]["metrics"].get("crf"):
+            s["sbe_crf"] = _pick(results["eval_pseudo"]["metrics"]["crf"])
     if "eval_select" in results:
         s["sos"] = _pick(results["eval_select"]["metrics"])
     if "eval_seg" in results:
@@ -162,6 +164,8 @@ def format_summary(s: dict) -> str:
         bg = s["sbe"].get("bg")
         if bg:
             rows.append((f"  SBE at the GT-best bg {bg['best_score']:.2f}", {"mIoU": bg["best_mIoU"]}))
+    if "sbe_crf" in s:
+        rows.append(("pseudo: SBE + dense CRF (walk.crf)", s["sbe_crf"]))
     if "sos" in s:
         rows.append(("pseudo: SBE + Selector", s["sos"]))
     if "seg" in s:

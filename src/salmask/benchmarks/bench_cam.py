@@ -6,10 +6,10 @@ Batched (:func:`salmask.cam.infer.cams_for_batch` on N images at a time, ``cam.i
 ``auto`` takes on that device and size when it batches, else all images) stacks the same-size images with
 their mirrors and runs one forward per scale; per-image (``infer_batch=1``, what ``auto`` picks on a CPU
 for images of 256×256 and more) calls it on one image (and its mirror) at a time. The reference
-(:func:`salmask.cam.infer.cams_one_by_one`, IRNet's ``make_cam``) runs one image (and its mirror) per
-forward, one scale at a time. All get the same random-weight CAMNet, the same random 500×375 images and
+(:func:`salmask.benchmarks.reference_cam.irnet_make_cam`, IRNet's ``make_cam`` written from its definition,
+sharing no code with salmask's inference) runs one image (and its mirror) per forward, one scale at a time. All get the same random-weight CAMNet, the same random 500×375 images and
 two positive classes each, in fp32; the agreement is the largest difference of the stored float16 maps
-(``cam`` and ``high_res``, normalised to [0, 1]). One row per layout; ``auto`` marks the one the stage
+(``cam`` and ``high_res``, normalised to [0, 1]; the reference's are float32, as IRNet stores them). One row per layout; ``auto`` marks the one the stage
 uses on that device.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ import torch
 
 from salmask.benchmarks.common import (SMALL_SIZE, VOC_SIZE, Setting, format_table, median_seconds, peak_bytes,
                                        rss_growth, small_setting, timed_row)
-from salmask.cam.infer import cams_for_batch, cams_one_by_one
+from salmask.benchmarks.reference_cam import irnet_make_cam
+from salmask.cam.infer import cams_for_batch
 from salmask.models.cam_net import CAMNet
 from salmask.stage_utils import resolve_infer_batch
 
@@ -67,7 +68,7 @@ def _methods(model: CAMNet, arrays: list[np.ndarray], labels: list[list[int]], s
         return [cams_for_batch(model, [a], [k], scales, device, amp=False)[0] for a, k in zip(arrays, labels)]
 
     def ref() -> list[dict[str, np.ndarray]]:
-        return [cams_one_by_one(model, a, k, scales, device) for a, k in zip(arrays, labels)]
+        return [irnet_make_cam(model, a, k, scales, device) for a, k in zip(arrays, labels)]
 
     return {"batched": batched, "per_image": per_image, "ref": ref}
 
@@ -129,7 +130,7 @@ def run(quick: bool = False, device: str = "cpu", *, size: tuple[int, int] = VOC
             "cam", f"{case}, {layout.replace('_', '-')}{' [auto]' if layout == auto else ''}", device, s.images,
             {"ours": seconds[layout], "ref": seconds["ref"]}, {"ours": peaks[layout], "ref": peaks["ref"]},
             max_abs_diff(results[layout], results["ref"]), "max |diff| of [0,1] maps", ours=ours,
-            reference="one image + flip per forward, per scale (cam.infer.cams_one_by_one, IRNet)",
+            reference="one image + flip per forward, per scale (IRNet's make_cam, benchmarks.reference_cam)",
             layout=layout, auto=layout == auto, backbone=s.backbone, scales=list(s.scales), repeats=s.repeats,
             height=size[0], width=size[1]))
     return rows

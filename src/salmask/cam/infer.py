@@ -94,22 +94,3 @@ def cams_for_batch(model: CAMNet, arrays: list[np.ndarray], labels: list[list[in
             "high_res": normalise_positive(high[j], keys).cpu().numpy().astype(np.float16),
         })
     return out
-
-
-def cams_one_by_one(model: CAMNet, image: np.ndarray, keys: list[int], scales: Sequence[float],
-                    device: torch.device) -> dict[str, np.ndarray]:
-    """The reference formulation (IRNet): one image, one scale at a time. Used by tests and benchmarks."""
-    h, w = image.shape[:2]
-    s4 = strided_size(h, w, 4)
-    up16 = (math.ceil(h / 16) * 16, math.ceil(w / 16) * 16)
-    cams, highs = [], []
-    with torch.no_grad():
-        for s in scales:
-            xs = to_tensor(rescale(image, s))[None].to(device)
-            o = model.cams(torch.cat([xs, xs.flip(-1)]))
-            o = o[:1] + o[1:].flip(-1)
-            cams.append(F.interpolate(o, s4, mode="bilinear", align_corners=False)[0])
-            highs.append(F.interpolate(o, up16, mode="bilinear", align_corners=False)[0, :, :h, :w])
-    return {"keys": np.asarray(keys, dtype=np.int16),
-            "cam": normalise_positive(torch.stack(cams).sum(0), keys).cpu().numpy().astype(np.float16),
-            "high_res": normalise_positive(torch.stack(highs).sum(0), keys).cpu().numpy().astype(np.float16)}

@@ -207,6 +207,9 @@ def metrics_section(work_dir: Path, manifests: dict[str, dict | None]) -> str:
                 row(f"ablation: {ABLATION_LABELS.get(name, name)}", _read_metrics(vdir / "manifest.json"),
                     _bg_note(vdir.parent / "make_pseudo", vdir), images=images_of(f"ablation/{name}/eval_pseudo"))
         row(label, m, note, images_of(stage))
+        if stage == "eval_pseudo" and m is not None and isinstance(m.get("crf"), dict):
+            row("pseudo masks: SBE + dense CRF (walk.crf)", m["crf"], "BES's CRF on the walk's hard masks",
+                images_of(stage))
     html = f'<table class="metrics"><tr>{head}</tr>\n' + "\n".join(rows) + "</table>"
     html += "<p class=\"meta\">IoU and accuracies in percent; single-class mIoU over the images with " \
             "one foreground class.</p>"

@@ -2,7 +2,8 @@
 
 The defaults are U²-NetP's recipe (rembg's): RGB resized to 320×320 with Lanczos, divided by its maximum,
 normalised with the ImageNet mean/std, NCHW float32 into the model's single input; output 0, channel 0, is
-a saliency map that is min-max normalised and resized back to the image with Lanczos. onnxruntime is an
+a saliency map that is min-max normalised and resized back to the image with Lanczos (as a float map: rembg
+quantises it to uint8 first, which moves its mask by a few grey levels, 0.5 on average). onnxruntime is an
 optional dependency (``pip install 'salmask[onnx]'``); its CUDA provider is used when the device is a GPU
 and the installed build has it.
 """
