@@ -21,6 +21,7 @@ def run_train_cam(ctx: Context) -> dict:
     """Train the CAM classifier on image-level labels."""
     images = ctx.split("train_split")
     images.check_files()
+    ctx.used("tensorboard", bool(ctx.cfg.tensorboard))
     return train_cam(images, ctx.cfg.cam, device=ctx.device, out_dir=ctx.dir(), amp=ctx.amp,
                      num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, tensorboard=ctx.cfg.tensorboard)
 

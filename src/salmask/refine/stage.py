@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from salmask.boundary.crf import crf_enabled, crf_labels, dense_crf
+from salmask.boundary.crf import crf_enabled, crf_labels, crf_package, dense_crf
 from salmask.cam.evaluate import ThresholdSweep, class_lut, scores_to_index, with_background
 from salmask.errors import ConfigError, InputError
 from salmask.io import load_npz, read_gray, read_image, save_npz, write_png
@@ -82,7 +82,8 @@ def run_make_pseudo(ctx: Context) -> dict:
     w = ctx.cfg.walk
     images = ctx.split("pseudo_split", need_labels=False)  # nor masks: nothing here reads ground truth
     out = ctx.dir()
-    use_crf = crf_enabled(w.crf)
+    use_crf = crf_enabled(w.crf, "walk.crf")
+    ctx.used("crf", crf_package() if use_crf else False)
     for i in loop(todo(images.ids, lambda i: out / "scores" / f"{i}.npz"), "make_pseudo"):
         cam = load_npz(ctx.dir("make_cam") / f"{i}.npz")
         hw = cam["high_res"].shape[1:]

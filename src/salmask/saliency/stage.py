@@ -83,6 +83,7 @@ def predictor(ctx: Context, source: str) -> tuple[Predict, int]:
         from salmask.saliency.onnx_sod import onnx_from_config
 
         model = onnx_from_config(ctx.cfg.saliency, ctx.device)
+        ctx.used("onnx_provider", model.session.get_providers()[0])
         return model.predict, model.batch_size
     if source == "classic":
         from salmask.saliency.classic import classic_saliency
