@@ -144,16 +144,54 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load an ``.npz`` without pickle; a truncated or corrupt file raises InputError."""
+NPZ_LAYOUTS: dict[str, dict[str, tuple[str, str]]] = {
+    "cam": {"keys": ("i", "K"), "cam": ("f", "K h w"), "high_res": ("f", "K H W")},
+    "boundary": {"boundary": ("f", "h w")},
+    "scores": {"keys": ("i", "K"), "scores": ("f", "K H W")},
+}
+"""The pipeline's ``.npz`` artefacts: array name -> (dtype kind, i integer / f float; dimensions, a letter
+standing for the same size wherever it recurs): ``make_cam``'s, ``make_boundary``'s, ``make_pseudo``'s scores."""
+
+
+def load_npz(path: str | os.PathLike, layout: str | None = None) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` without pickle; a truncated or corrupt file raises InputError.
+
+    With ``layout`` (a key of :data:`NPZ_LAYOUTS`) the arrays are checked too: every array present with its
+    dtype kind and dimensions, floats finite, class keys in 1..254; a file that fails is an InputError.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
     except Exception as e:  # zipfile/ValueError/OSError variants
-        raise InputError(path, f"corrupt or truncated npz ({e})") from None
+        raise InputError(path, f"corrupt or truncated npz ({str(e)[:200]})") from None
+    if layout is not None:
+        check_layout(path, arrays, NPZ_LAYOUTS[layout])
+    return arrays
+
+
+def check_layout(path: Path, arrays: Mapping[str, np.ndarray], layout: Mapping[str, tuple[str, str]]) -> None:
+    """Raise InputError naming ``path`` unless ``arrays`` follow ``layout`` (see :data:`NPZ_LAYOUTS`)."""
+    sizes: dict[str, int] = {}
+    for name, (kind, dims) in layout.items():
+        if name not in arrays:
+            raise InputError(path, f"array {name!r} missing (has {sorted(arrays)[:8]}); a stage's artefact "
+                                   f"holds {', '.join(layout)}")
+        a = arrays[name]
+        want = dims.split()
+        ok_kind = np.issubdtype(a.dtype, np.integer) if kind == "i" else np.issubdtype(a.dtype, np.floating)
+        if not ok_kind or a.ndim != len(want):
+            raise InputError(path, f"array {name!r} is {a.dtype} {list(a.shape)}; expected "
+                                   f"{'integer' if kind == 'i' else 'float'} [{','.join(want)}]")
+        for letter, n in zip(want, a.shape):
+            if sizes.setdefault(letter, n) != n:
+                raise InputError(path, f"array {name!r} has {letter}={n}, other arrays {letter}={sizes[letter]}")
+        if kind == "f" and not np.isfinite(a).all():
+            raise InputError(path, f"array {name!r} holds NaN or infinite values")
+        if name == "keys" and a.size and (a.min() < 1 or a.max() > 254 or len(np.unique(a)) != a.size):
+            raise InputError(path, f"class keys {a.tolist()[:8]} are not distinct ids in 1..254")
 
 
 def write_json(path: str | os.PathLike, obj: Mapping[str, Any] | list) -> None:
@@ -164,11 +202,24 @@ def write_json(path: str | os.PathLike, obj: Mapping[str, Any] | list) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON ({e})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise InputError(path, f"invalid JSON ({str(e)[:200]})") from None
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A UTF-8 text file; missing, unreadable or not UTF-8 is an InputError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"{what} not found")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise InputError(path, f"cannot read ({e.strerror})") from None
 
 
 def _json_default(o: Any) -> Any:

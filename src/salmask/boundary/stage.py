@@ -35,9 +35,12 @@ def run_make_boundary_labels(ctx: Context) -> dict:
     ids = todo(images.ids, lambda i: out / f"{i}.png")
     flat = 0
     for i in loop(ids, "make_boundary_labels"):
-        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz")
+        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz", "cam")
         img = read_image(images.image_path(i)) if use_crf else None
         high_res = cam["high_res"].astype(np.float32)
+        if img is not None and img.shape[:2] != high_res.shape[1:]:
+            raise InputError(ctx.dir("make_cam") / f"{i}.npz", f"CAMs of {list(high_res.shape[1:])} for an image of "
+                                                             f"{list(img.shape[:2])}")
         sal = None
         if b.use_saliency:
             path = ctx.dir("saliency") / f"{i}.png"

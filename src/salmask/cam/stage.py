@@ -59,7 +59,7 @@ def run_eval_cam(ctx: Context) -> dict:
     ids = eval_ids(ctx)
     sweep = ThresholdSweep(ctx.cfg.cam.eval_thresholds, meta.num_classes)
     for i in dist.shard(ids):
-        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz")
+        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz", "cam")
         gt = read_mask(images.mask_path(i), meta.num_classes, meta.ignore_index)
         sweep.update(cam["high_res"], cam["keys"], gt, name=f"{i}")
     table = sweep.all_reduce().table(meta.classes)

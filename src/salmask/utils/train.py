@@ -76,13 +76,38 @@ def save_checkpoint(path: Path, **state: Any) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, need: tuple[str, ...] = ()) -> dict:
+    """A checkpoint salmask wrote (``weights_only``: a pickle payload is refused, never run), as a dict
+    holding the keys ``need``; ``model``, when needed, must be a state dict of tensors."""
+    path = Path(path)
     if not path.is_file():
         raise InputError(path, "checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise InputError(path, f"cannot load checkpoint ({e})") from None
+        raise InputError(path, f"cannot load checkpoint ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise InputError(path, f"not a salmask checkpoint (holds a {type(ckpt).__name__}, not a dict)")
+    missing = [k for k in need if k not in ckpt]
+    if missing:
+        raise InputError(path, f"not a salmask checkpoint of this kind (no {', '.join(map(repr, missing))}; "
+                               f"has {sorted(map(str, ckpt))[:6]})")
+    if "model" in need and not (isinstance(ckpt["model"], dict)
+                                and all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())):
+        raise InputError(path, "the checkpoint's 'model' is not a state dict of tensors")
+    return ckpt
+
+
+def model_from_checkpoint(path: Path, build, need: tuple[str, ...] = ("model",)) -> nn.Module:
+    """``build(ckpt)`` loaded with ``ckpt["model"]``; a checkpoint whose settings or weights do not make that
+    network (unknown backbone, wrong shapes, missing tensors) is an InputError naming ``path``."""
+    ckpt = load_checkpoint(path, need)
+    try:
+        model = build(ckpt)
+        model.load_state_dict(ckpt["model"])
+    except (SalmaskError, RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputError(path, f"does not make the network it is for ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+    return model
 
 
 def _rng_state(loader: DataLoader) -> list[torch.Tensor]:
@@ -121,7 +146,7 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
     step, history = 0, []
     epoch_rng = resume_rng = None  # random states at the start of the current / interrupted epoch
     if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
+        state = load_checkpoint(ckpt_path, ("model", "optimizer", "scheduler", "step"))
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
