@@ -6,9 +6,11 @@ trusts — never a half-written artefact under the final name.
 """
 from __future__ import annotations
 
+import errno
 import io as _io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from salmask.errors import InputError
+from salmask.errors import InputError, OutputError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 MAX_IMAGE_PIXELS = 64_000_000
@@ -91,20 +93,46 @@ def _atomic_target(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
 
 
+def write_failure(path: Path, e: OSError) -> OutputError:
+    """The error for a failed write of ``path``: what happened and what to free or fix."""
+    folder = path.parent if path.parent.exists() else Path(path.anchor or ".")
+    if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
+        try:
+            free = f" ({shutil.disk_usage(folder).free / 1e6:.0f} MB free)"
+        except OSError:
+            free = ""
+        fix = f"the disk holding {folder} is full{free}: free space there or choose another work_dir"
+    elif e.errno == errno.EFBIG:
+        fix = "the file size limit was reached (ulimit -f): raise it, e.g. ulimit -f unlimited"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = f"{folder} is not writable: fix its permissions or choose another work_dir"
+    else:
+        fix = "check the disk and the folder"
+    return OutputError(path, f"cannot write ({e.strerror or e}); {fix}. Nothing half-written was kept: a rerun "
+                             f"resumes from the finished artefacts")
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename."""
+    """Write ``data`` to ``path`` via a temp file + fsync + rename.
+
+    A failed write (disk full, file size limit, read-only folder) removes its temporary file and raises
+    :class:`OutputError` (an ``OSError``) saying what to free or fix; ``path`` keeps its old content.
+    """
     path = Path(path)
-    fd, tmp = _atomic_target(path)
+    tmp = None
     try:
+        fd, tmp = _atomic_target(path)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; artefacts get the usual file mode
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, OutputError):
+            raise write_failure(path, e) from None
         raise
 
 
