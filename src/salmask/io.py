@@ -48,7 +48,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read any image file as RGB uint8 [H, W, 3] (grayscale, RGBA, CMYK, 16-bit converted)."""
     img = open_image(Path(path))
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.clip(np.asarray(img, dtype=np.float64), 0.0, None)  # 32-bit "I" may be negative
         arr = (arr / max(arr.max(), 1.0) * 255.0).astype(np.uint8)
         return np.repeat(arr[..., None], 3, axis=2)
     if img.mode in ("RGBA", "LA", "P", "PA"):
@@ -62,8 +62,8 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
     """Read a grayscale map (saliency) as float32 [H, W] in [0, 1]."""
     img = open_image(Path(path))
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float32)
-        return arr / 65535.0
+        arr = np.asarray(img, dtype=np.float64)
+        return np.clip(arr / 65535.0, 0.0, 1.0).astype(np.float32)  # 32-bit "I" may be out of 16-bit range
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float32)
         if not np.isfinite(arr).all():
