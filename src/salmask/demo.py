@@ -43,6 +43,8 @@ ABLATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "walk_both": (("walk.boundary=both",), LEARNED_BOUNDARY),
 }
 UPSTREAM = ("generate", "coco_masks", "train_cam", "make_cam", "eval_cam", "train_sod", "labels")
+STAGES_BEFORE_VARIANTS = ("generate", "coco_masks", "train_cam", "make_cam", "train_sod")
+"""What the main run produces before the variants run (their pre-flight does not look for it yet)."""
 BOUNDARY_STAGES = ("saliency", "make_boundary_labels", "train_boundary", "make_boundary", "make_pseudo",
                    "eval_pseudo")
 
@@ -78,7 +80,7 @@ def run_study(preset: str, overrides: Sequence[str] = (), *, work_dir: Path | No
     with work_dir_lock(work_dir):
         problems = plan_problems(cfg)
         for vcfg, vstages in plans.values():
-            problems += plan_problems(vcfg, vstages)
+            problems += plan_problems(vcfg, vstages, before=STAGES_BEFORE_VARIANTS)
         raise_problems(problems)
         results = run_pipeline(cfg, preflight=False)
         variants = {}

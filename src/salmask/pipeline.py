@@ -207,15 +207,17 @@ def planned_stages(ctx: Context, selected: list[Stage], force: bool) -> list[Sta
     return [st for st in all_enabled if st in selected and (force or not is_complete(ctx, st.name, ctx.hashes[st.name]))]
 
 
-def plan_problems(cfg: DictConfig, stages: Iterable[str] | None = None, force: bool = False) -> list[str]:
-    """The pre-flight problems of ``run_pipeline(cfg, stages=stages, force=force)``, without running it."""
+def plan_problems(cfg: DictConfig, stages: Iterable[str] | None = None, force: bool = False,
+                  before: Iterable[str] = ()) -> list[str]:
+    """The pre-flight problems of ``run_pipeline(cfg, stages=stages, force=force)``, without running it;
+    ``before``: stages an earlier run of the same command runs first (see :func:`salmask.preflight.check_plan`)."""
     from salmask.preflight import check_plan
 
     work_dir = Path(cfg.work_dir).expanduser().resolve()
     cfg = absolute_paths(cfg)
     ctx = Context(cfg, work_dir)
     to_run = planned_stages(ctx, resolve_stages(cfg, stages), force)
-    return check_plan(cfg, [st.name for st in to_run], work_dir)
+    return check_plan(cfg, [st.name for st in to_run], work_dir, before)
 
 
 def _run_locked(ctx: Context, selected: list[Stage], force: bool, preflight: bool) -> dict[str, Any]:

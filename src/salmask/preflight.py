@@ -65,8 +65,11 @@ def raise_problems(problems: Sequence[str]) -> None:
                           f"nothing was started:\n{lines}")
 
 
-def check_plan(cfg: DictConfig, stages: Sequence[str], work_dir: Path) -> list[str]:
-    """Every problem the stages ``stages`` would meet, one line each (empty when the plan can run)."""
+def check_plan(cfg: DictConfig, stages: Sequence[str], work_dir: Path, before: Iterable[str] = ()) -> list[str]:
+    """Every problem the stages ``stages`` would meet, one line each (empty when the plan can run).
+
+    ``before``: stages an earlier run of the same command will have run (``salmask study``'s main run before
+    its variants): what they produce (the synthetic data) is not looked for yet."""
     problems: list[str] = []
     run = set(stages)
     if not run:
@@ -80,7 +83,7 @@ def check_plan(cfg: DictConfig, stages: Sequence[str], work_dir: Path) -> list[s
 
     counts: dict[str, int] = {}
     pixels: list[float] = []
-    check(lambda: _check_dataset(cfg, run, work_dir, problems, counts, pixels))
+    check(lambda: _check_dataset(cfg, run | set(before), work_dir, problems, counts, pixels))
     check(lambda: _check_saliency(cfg, run, problems, counts))
     for st in sorted(run & set(TRAIN_MODELS)):
         check(lambda st=st: _check_pretrained(cfg, st))
