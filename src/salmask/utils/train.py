@@ -145,6 +145,7 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
     ckpt_path, hist_path = out_dir / "last.pt", out_dir / "history.json"
     step, history = 0, []
     epoch_rng = resume_rng = None  # random states at the start of the current / interrupted epoch
+    resume_now = None  # the global torch RNG at the interrupted step (dropout draws from it, not the loader)
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path, ("model", "optimizer", "scheduler", "step"))
         unwrap(model).load_state_dict(state["model"])
@@ -154,6 +155,7 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
         history = read_json(hist_path) if hist_path.is_file() else []
         history = [h for h in history if h["step"] <= step]
         resume_rng = state.get("rng")
+        resume_now = state.get("rng_now")
         logger.info("%s: resuming at step %d/%d from %s", desc, step, total_steps, ckpt_path)
     writer = None
     if tensorboard and dist.is_main():
@@ -165,7 +167,8 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
             write_json(hist_path, history)
         rng = _rng_state(loader) if step % steps_per_epoch == 0 else epoch_rng
         save_checkpoint(ckpt_path, model=unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), step=step, rng=rng, **(extra_state or {}))
+                        scheduler=scheduler.state_dict(), step=step, rng=rng, rng_now=torch.get_rng_state(),
+                        **(extra_state or {}))
 
     steps_per_epoch = max(1, len(loader))
     bar = progress_bar(desc, total=total_steps, initial=step, unit="step")
@@ -178,8 +181,11 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
             resume_rng = None
         epoch_rng = _rng_state(loader)
         for i, batch in enumerate(loader):
-            if i < skip:
+            if i < skip:  # replayed for the loader's randomness; then the model's (dropout) is restored
+                if i == skip - 1 and resume_now is not None:
+                    torch.set_rng_state(resume_now)
                 continue
+            resume_now = None
             with autocast(device, amp):
                 loss, parts = step_fn(model, batch)
             if not torch.isfinite(loss):
