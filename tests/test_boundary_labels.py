@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from salmask.boundary import crf
+from salmask.errors import ConfigError
 from salmask.boundary.labels import (BG, BOUNDARY_FG_BG, BOUNDARY_FG_FG, CERTAIN_BOUNDARY, FG,
                                      IGNORE, UNCERTAIN, confident_map, saliency_edges,
                                      saliency_is_informative, synthesize)
@@ -176,18 +177,17 @@ def test_confident_map_rejects_bad_input():
         confident_map(np.full((1, 6, 6), np.nan), np.array([1]), None, use_crf=False)
 
 
-def test_missing_crf_falls_back_and_warns_once(monkeypatch, caplog):
+def test_missing_crf_is_an_error_naming_both_fixes(monkeypatch):
     monkeypatch.setattr(crf, "crf_available", lambda: False)
-    monkeypatch.setattr(crf, "_warned_missing", False)
     cams = np.zeros((1, 12, 12), np.float32)
     cams[0, 3:9, 3:9] = 0.8
     img = np.zeros((12, 12, 3), np.uint8)
-    with caplog.at_level(logging.WARNING, logger="salmask"):
-        first = confident_map(cams, np.array([5]), img, use_crf=True)
+    with pytest.raises(ConfigError, match=r"salmask\[crf\].*use_crf=false"):
         confident_map(cams, np.array([5]), img, use_crf=True)
-    np.testing.assert_array_equal(first, confident_map(cams, np.array([5]), None, use_crf=False))
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "not installed" in warnings[0].getMessage()
+    with pytest.raises(ConfigError, match=r"boundary_labels.crf=false"):
+        crf.crf_enabled(True, "boundary_labels.crf")
+    assert crf.crf_enabled(False, "boundary_labels.crf") is False
+    confident_map(cams, np.array([5]), None, use_crf=False)  # not asked for: no error
     with pytest.raises(crf.SalmaskError, match="not installed"):
         crf.dense_crf(img, np.ones((1, 12, 12)))
 

@@ -323,3 +323,11 @@ def test_source_never_unpickles():
             if not re.search(r"weights_only\s*=\s*True", text[m.start():end]):
                 offenders.append(f"{path}:{text[:m.start()].count(chr(10)) + 1}: torch.load without weights_only")
     assert not offenders, offenders
+
+
+def test_32_bit_images_stay_in_range(tmp_path):
+    """Found by the long fuzz profile: a 32-bit TIFF read as a saliency map gave values above 1."""
+    Image.fromarray(np.array([[-5, 70_000], [3, 0]], np.int32), "I").save(tmp_path / "i32.tif")
+    gray = sio.read_gray(tmp_path / "i32.tif")
+    assert gray.dtype == np.float32 and gray.min() == 0 and gray.max() == 1
+    assert read_image(tmp_path / "i32.tif")[..., 0].tolist() == [[0, 255], [0, 0]]  # negatives clipped, not wrapped

@@ -200,11 +200,11 @@ class _NoisySet(torch.utils.data.Dataset):
         return x, x.sum(0, keepdim=True) * 0.1
 
 
-def _fit(out: Path, crash_at: int | None = None) -> dict:
+def _fit(out: Path, crash_at: int | None = None, dropout: float = 0.0) -> dict:
     from salmask.utils.train import fit, make_loader
 
     torch.manual_seed(0)
-    model = torch.nn.Linear(4, 1)
+    model = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(4, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loader = make_loader(_NoisySet(), 3, seed=0, num_workers=0)  # 3 steps per epoch
 
@@ -221,11 +221,14 @@ def _fit(out: Path, crash_at: int | None = None) -> dict:
     return {"weights": {k: v.clone() for k, v in model.state_dict().items()}, "batches": seen}
 
 
-def test_fit_resumes_mid_epoch_with_the_same_batches_and_weights(tmp_path):
-    whole = _fit(tmp_path / "a")
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_fit_resumes_mid_epoch_with_the_same_batches_and_weights(tmp_path, dropout):
+    """With dropout too: the model's draws from the global RNG are restored after the loader's replay (a
+    killed voc-real run resumed mid-epoch in train_seg, whose DeepLab-v3+ has dropout, ended elsewhere)."""
+    whole = _fit(tmp_path / "a", dropout=dropout)
     with pytest.raises(RuntimeError, match="killed"):
-        _fit(tmp_path / "b", crash_at=5)  # last checkpoint: step 4, in the middle of the second epoch
-    resumed = _fit(tmp_path / "b")
+        _fit(tmp_path / "b", crash_at=5, dropout=dropout)  # last checkpoint: step 4, mid second epoch
+    resumed = _fit(tmp_path / "b", dropout=dropout)
     assert resumed["batches"] == whole["batches"][4:]
     for k, v in whole["weights"].items():
         assert torch.equal(v, resumed["weights"][k]), k

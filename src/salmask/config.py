@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -39,11 +40,20 @@ def load_config(preset_or_path: str = "demo", overrides: Sequence[str] = ()) -> 
         path = Path(preset_or_path)
         if not path.is_file():
             raise ConfigError(f"{preset_or_path}: neither a preset ({', '.join(PRESETS)}) nor a YAML file")
-        layer_text, origin = path.read_text(), str(path)
+        try:
+            layer_text, origin = path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the config file ({e})") from None
     try:
         layer = OmegaConf.create(layer_text) or OmegaConf.create({})
+        if not isinstance(layer, DictConfig):
+            raise ConfigError(f"{origin}: a config file holds a mapping of keys, not a {type(layer).__name__}")
         cfg = OmegaConf.merge(base, layer)
-    except OmegaConfBaseException as e:
+        _check_types(OmegaConf.to_container(base), OmegaConf.to_container(cfg), "")
+        _check_resolves(cfg)
+    except ConfigError as e:
+        raise ConfigError(str(e) if str(e).startswith(origin) else f"{origin}: {e}") from None
+    except (OmegaConfBaseException, yaml.YAMLError, TypeError, ValueError, AssertionError) as e:  # a scalar: assert
         raise ConfigError(f"{origin}: {_short(e)}") from None
     for item in overrides:
         if "=" not in item:
@@ -53,10 +63,21 @@ def load_config(preset_or_path: str = "demo", overrides: Sequence[str] = ()) -> 
             raise ConfigError(f"unknown config key {key!r}")
         try:
             cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
-        except OmegaConfBaseException as e:
+        except (OmegaConfBaseException, yaml.YAMLError, TypeError, ValueError, AssertionError) as e:
             raise ConfigError(f"override {item!r}: {_short(e)}") from None
     _check_types(OmegaConf.to_container(base), OmegaConf.to_container(cfg), "")
+    _check_resolves(cfg)
     return cfg
+
+
+def _check_resolves(cfg: DictConfig) -> None:
+    """Every ``${...}`` interpolation resolves now, not when a stage first reads the key."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"config key {key!r} does not resolve: {_short(e)}" if key else
+                          f"a value does not resolve: {_short(e)}") from None
 
 
 def _check_types(ref: Any, value: Any, key: str) -> None:
@@ -89,7 +110,7 @@ def _check_types(ref: Any, value: Any, key: str) -> None:
 
 
 def _short(e: Exception) -> str:
-    return str(e).splitlines()[0]
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def to_yaml(cfg: DictConfig) -> str:

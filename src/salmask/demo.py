@@ -16,7 +16,10 @@ from omegaconf import OmegaConf
 
 from salmask.config import load_config
 from salmask.io import write_json
-from salmask.pipeline import run_pipeline
+from salmask.errors import ConfigError
+from salmask.pipeline import Context, plan_problems, run_pipeline
+from salmask.preflight import raise_problems
+from salmask.utils.lock import work_dir_lock
 from salmask.report.html import ABLATION_LABELS, HEADLINE, SMOKE_BANNER, write_report
 from salmask.utils import dist
 
@@ -40,6 +43,8 @@ ABLATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "walk_both": (("walk.boundary=both",), LEARNED_BOUNDARY),
 }
 UPSTREAM = ("generate", "coco_masks", "train_cam", "make_cam", "eval_cam", "train_sod", "labels")
+STAGES_BEFORE_VARIANTS = ("generate", "coco_masks", "train_cam", "make_cam", "train_sod")
+"""What the main run produces before the variants run (their pre-flight does not look for it yet)."""
 BOUNDARY_STAGES = ("saliency", "make_boundary_labels", "train_boundary", "make_boundary", "make_pseudo",
                    "eval_pseudo")
 
@@ -64,24 +69,30 @@ def run_study(preset: str, overrides: Sequence[str] = (), *, work_dir: Path | No
     start = time.perf_counter()
     unknown = [a for a in ablations if a not in ABLATIONS]
     if unknown:
-        from salmask.errors import ConfigError
         raise ConfigError(f"unknown ablation {unknown[0]!r}; choices: {', '.join(ABLATIONS)}")
     work_dir = Path(work_dir or load_config(preset, overrides).work_dir).expanduser().resolve()
     base = [*overrides, f"work_dir={work_dir}"]
     cfg = load_config(preset, base)
-    results = run_pipeline(cfg)
-    variants = {}
-    for name in ablations:
-        extra, reuse = ABLATIONS[name]
-        if all(str(OmegaConf.select(cfg, k)) == v for k, v in (e.split("=", 1) for e in extra)):
-            variants[name] = {**results, "same_as_main": True}
-            continue
-        vdir = work_dir / "ablation" / name
-        for st in (*UPSTREAM, *reuse):
-            _link(work_dir / st, vdir / st)
-        res = run_pipeline(load_config(preset, [*base, f"work_dir={vdir}", *extra]),
-                           stages=[s for s in BOUNDARY_STAGES if s not in reuse])
-        variants[name] = res
+    dist.init_distributed(Context(cfg, work_dir).device)
+    plans = {name: (load_config(preset, [*base, f"work_dir={work_dir / 'ablation' / name}", *ABLATIONS[name][0]]),
+                    [s for s in BOUNDARY_STAGES if s not in ABLATIONS[name][1]])
+             for name in ablations if not _same_as_main(cfg, name)}
+    with work_dir_lock(work_dir):
+        problems = plan_problems(cfg)
+        for vcfg, vstages in plans.values():
+            problems += plan_problems(vcfg, vstages, before=STAGES_BEFORE_VARIANTS)
+        raise_problems(problems)
+        results = run_pipeline(cfg, preflight=False)
+        variants = {}
+        for name in ablations:
+            if name not in plans:
+                variants[name] = {**results, "same_as_main": True}
+                continue
+            vcfg, vstages = plans[name]
+            vdir = work_dir / "ablation" / name
+            for st in (*UPSTREAM, *ABLATIONS[name][1]):
+                _link(work_dir / st, vdir / st)
+            variants[name] = run_pipeline(vcfg, stages=vstages, preflight=False)
     summary = build_summary(results, {n: _pseudo(r) for n, r in variants.items()}, smoke=smoke)
     summary["saliency_source"] = cfg.saliency.source
     summary["seconds"] = stage_seconds(results)
@@ -94,6 +105,11 @@ def run_study(preset: str, overrides: Sequence[str] = (), *, work_dir: Path | No
         minutes, seconds = divmod(round(time.perf_counter() - start), 60)
         print(f"{title or preset} finished in {minutes} min {seconds:02d} s")
     return summary
+
+
+def _same_as_main(cfg, name: str) -> bool:
+    """Whether ablation ``name``'s settings are the main run's already (its row is then the main run's)."""
+    return all(str(OmegaConf.select(cfg, k)) == v for k, v in (e.split("=", 1) for e in ABLATIONS[name][0]))
 
 
 def stage_seconds(results: dict) -> dict[str, float]:

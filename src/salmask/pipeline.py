@@ -74,6 +74,13 @@ class Context:
     work_dir: Path
     current: str = ""
     hashes: dict[str, str] = field(default_factory=dict)
+    optional: dict[str, Any] = field(default_factory=dict)
+    """Optional code paths the current stage used (``crf``, ``onnx_provider``, ``tensorboard``): its manifest's
+    ``optional`` field, so a result says what produced it."""
+
+    def used(self, what: str, how: Any) -> None:
+        """Record that the current stage took optional path ``what`` (e.g. ``crf``, ``"pydensecrf2 1.1"``)."""
+        self.optional[what] = how
 
     @cached_property
     def device(self) -> torch.device:
@@ -170,31 +177,69 @@ def resolve_stages(cfg: DictConfig, only: Iterable[str] | None) -> list[Stage]:
     return [s for s in STAGES.values() if s.enabled(cfg)]
 
 
-def run_pipeline(cfg: DictConfig, *, stages: Iterable[str] | None = None, force: bool = False) -> dict[str, Any]:
-    """Run the selected stages (all enabled ones by default) in order; returns {stage: manifest}."""
+def run_pipeline(cfg: DictConfig, *, stages: Iterable[str] | None = None, force: bool = False,
+                 preflight: bool = True) -> dict[str, Any]:
+    """Run the selected stages (all enabled ones by default) in order; returns {stage: manifest}.
+
+    The work dir is locked for the run (:mod:`salmask.utils.lock`); before the first stage starts, the
+    stages that will run (selected and not complete) have their inputs checked, every problem reported at
+    once (:mod:`salmask.preflight`; ``preflight=False`` skips that, for a caller that checked already).
+    """
+    from salmask.utils.lock import work_dir_lock
     from salmask.utils.log import setup_logging
 
     work_dir = Path(cfg.work_dir).expanduser().resolve()
     cfg = absolute_paths(cfg)
     ctx = Context(cfg, work_dir)
     dist.init_distributed(ctx.device)
-    setup_logging(work_dir)
+    selected = resolve_stages(cfg, stages)
+    with work_dir_lock(work_dir):
+        setup_logging(work_dir)
+        return _run_locked(ctx, selected, force, preflight)
+
+
+def planned_stages(ctx: Context, selected: list[Stage], force: bool) -> list[Stage]:
+    """The enabled stages in order, with ``ctx.hashes`` filled; of them, those in ``selected`` that will run
+    (not complete, or ``force``) are returned."""
+    all_enabled = [s for s in STAGES.values() if s.enabled(ctx.cfg) or s in selected]
+    for st in all_enabled:
+        ctx.hashes[st.name] = stage_hash(ctx, st)
+    return [st for st in all_enabled if st in selected and (force or not is_complete(ctx, st.name, ctx.hashes[st.name]))]
+
+
+def plan_problems(cfg: DictConfig, stages: Iterable[str] | None = None, force: bool = False,
+                  before: Iterable[str] = ()) -> list[str]:
+    """The pre-flight problems of ``run_pipeline(cfg, stages=stages, force=force)``, without running it;
+    ``before``: stages an earlier run of the same command runs first (see :func:`salmask.preflight.check_plan`)."""
+    from salmask.preflight import check_plan
+
+    work_dir = Path(cfg.work_dir).expanduser().resolve()
+    cfg = absolute_paths(cfg)
+    ctx = Context(cfg, work_dir)
+    to_run = planned_stages(ctx, resolve_stages(cfg, stages), force)
+    return check_plan(cfg, [st.name for st in to_run], work_dir, before)
+
+
+def _run_locked(ctx: Context, selected: list[Stage], force: bool, preflight: bool) -> dict[str, Any]:
+    from salmask.preflight import preflight as check
+
+    cfg, work_dir = ctx.cfg, ctx.work_dir
+    to_run = planned_stages(ctx, selected, force)
+    if preflight:
+        t0 = time.time()
+        check(cfg, [st.name for st in to_run], work_dir)
+        logger.info("pre-flight check of %d stages passed in %.1fs", len(to_run), time.time() - t0)
     torch.manual_seed(cfg.seed)
     if dist.is_main():
         write_bytes_atomic(work_dir / "config.yaml", to_yaml(cfg).encode())
-    selected = resolve_stages(cfg, stages)
-    all_enabled = [s for s in STAGES.values() if s.enabled(cfg) or s in selected]
     results: dict[str, Any] = {}
-    for st in all_enabled:
-        h = stage_hash(ctx, st)
-        ctx.hashes[st.name] = h
-        if st not in selected:
-            continue
+    for st in selected:
+        h = ctx.hashes[st.name]
         missing = [n for n in st.requires(cfg) if STAGES[n].enabled(cfg) and not is_complete(ctx, n, ctx.hashes[n])]
         if missing:
             raise ConfigError(f"stage {st.name} needs {', '.join(missing)} to be complete first "
                               f"(run them, or drop --stages)")
-        if is_complete(ctx, st.name, h) and not force:
+        if st not in to_run:
             logger.info("%-22s done already (%s), skipped", st.name, ctx.dir(st.name))
             results[st.name] = ctx.manifest(st.name)
             continue
@@ -202,12 +247,15 @@ def run_pipeline(cfg: DictConfig, *, stages: Iterable[str] | None = None, force:
             (ctx.dir(st.name) / PROGRESS).unlink()
         prepare_stage_dir(ctx, st.name, h)
         ctx.current = st.name
+        ctx.optional = {}
         logger.info("%-22s running", st.name)
         t0 = time.time()
         extra = st.run(ctx) or {}
         dist.barrier()
         manifest = {"stage": st.name, "hash": h, "seconds": round(time.time() - t0, 2),
                     "world_size": dist.world_size(), **extra}
+        if ctx.optional:
+            manifest["optional"] = dict(ctx.optional)
         if dist.is_main():
             write_json(ctx.dir(st.name) / MANIFEST, manifest)
             (ctx.dir(st.name) / PROGRESS).unlink(missing_ok=True)

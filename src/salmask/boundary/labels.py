@@ -40,7 +40,7 @@ def confident_map(high_res: np.ndarray, keys: np.ndarray, image: np.ndarray | No
 
     The foreground map is the argmax over [fg_thres, CAMs], the background map the argmax over
     [bg_thres, CAMs], each refined by a dense CRF (unary gt_prob 0.7, IRNet/BES settings) when
-    ``use_crf`` and the CRF is installed (otherwise used as they are; logged once).
+    ``use_crf`` (a ``ConfigError`` when the CRF is not installed, never a silent fallback).
 
     Args:
         high_res: CAMs [K,H,W] of the image's positive classes, in [0, 1].
@@ -67,7 +67,7 @@ def confident_map(high_res: np.ndarray, keys: np.ndarray, image: np.ndarray | No
     hw = high_res.shape[1:]
     if high_res.shape[0] == 0:
         return np.zeros(hw, dtype=np.uint8)
-    refine = crf_enabled(use_crf)
+    refine = crf_enabled(use_crf, "use_crf")
     lut = class_lut(keys)
 
     def thresholded(thres: float) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from salmask.boundary.crf import crf_enabled
+from salmask.boundary.crf import crf_enabled, crf_package
 from salmask.boundary.labels import boundary_labels, saliency_is_informative
 from salmask.boundary.train import load_boundary_net, train_boundary
 from salmask.data.transforms import to_tensor
@@ -30,13 +30,17 @@ def run_make_boundary_labels(ctx: Context) -> dict:
     b = ctx.cfg.boundary_labels
     images = ctx.split("pseudo_split")
     out = ctx.dir()
-    use_crf = crf_enabled(b.crf)
+    use_crf = crf_enabled(b.crf, "boundary_labels.crf")
+    ctx.used("crf", crf_package() if use_crf else False)
     ids = todo(images.ids, lambda i: out / f"{i}.png")
     flat = 0
     for i in loop(ids, "make_boundary_labels"):
-        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz")
+        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz", "cam")
         img = read_image(images.image_path(i)) if use_crf else None
         high_res = cam["high_res"].astype(np.float32)
+        if img is not None and img.shape[:2] != high_res.shape[1:]:
+            raise InputError(ctx.dir("make_cam") / f"{i}.npz", f"CAMs of {list(high_res.shape[1:])} for an image of "
+                                                             f"{list(img.shape[:2])}")
         sal = None
         if b.use_saliency:
             path = ctx.dir("saliency") / f"{i}.png"
@@ -62,6 +66,7 @@ def run_train_boundary(ctx: Context) -> dict:
     if not ids:
         raise InputError(ctx.dir("make_boundary_labels"), "no training image has boundary labels "
                                                           "(train_split must be within pseudo_split)")
+    ctx.used("tensorboard", bool(ctx.cfg.tensorboard))
     return train_boundary(ids, train.image_path, ctx.dir("make_boundary_labels"), _saliency_dir(ctx),
                           ctx.cfg.boundary, cam_checkpoint=ctx.dir("train_cam") / "model.pt", device=ctx.device,
                           out_dir=ctx.dir(), amp=ctx.amp, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,

@@ -12,7 +12,8 @@ from salmask.boundary.loss import boundary_loss
 from salmask.data import transforms as T
 from salmask.io import read_gray, read_image, read_mask
 from salmask.models.boundary_net import BoundaryNet
-from salmask.utils.train import fit, load_checkpoint, make_loader, save_checkpoint, seed_everything, wrap_ddp
+from salmask.utils.train import (fit, load_checkpoint, make_loader, model_from_checkpoint, save_checkpoint,
+                                 seed_everything, wrap_ddp)
 
 
 class BoundaryDataset(Dataset):
@@ -84,7 +85,7 @@ def _backbone_name(cfg, cam_checkpoint: Path) -> str:
 
 
 def load_boundary_net(path: Path, device: torch.device) -> BoundaryNet:
-    ckpt = load_checkpoint(path)
-    net = BoundaryNet(ckpt["backbone"], pretrained=False, freeze_backbone=bool(ckpt.get("freeze_backbone", True)))
-    net.load_state_dict(ckpt["model"])
+    net = model_from_checkpoint(path, lambda c: BoundaryNet(str(c["backbone"]), pretrained=False,
+                                                            freeze_backbone=bool(c.get("freeze_backbone", True))),
+                                ("model", "backbone"))
     return net.to(device).eval()

@@ -21,6 +21,7 @@ def run_train_cam(ctx: Context) -> dict:
     """Train the CAM classifier on image-level labels."""
     images = ctx.split("train_split")
     images.check_files()
+    ctx.used("tensorboard", bool(ctx.cfg.tensorboard))
     return train_cam(images, ctx.cfg.cam, device=ctx.device, out_dir=ctx.dir(), amp=ctx.amp,
                      num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, tensorboard=ctx.cfg.tensorboard)
 
@@ -58,7 +59,7 @@ def run_eval_cam(ctx: Context) -> dict:
     ids = eval_ids(ctx)
     sweep = ThresholdSweep(ctx.cfg.cam.eval_thresholds, meta.num_classes)
     for i in dist.shard(ids):
-        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz")
+        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz", "cam")
         gt = read_mask(images.mask_path(i), meta.num_classes, meta.ignore_index)
         sweep.update(cam["high_res"], cam["keys"], gt, name=f"{i}")
     table = sweep.all_reduce().table(meta.classes)

@@ -63,9 +63,8 @@ def train_cam(images: ImageSet, cfg, *, device: torch.device, out_dir: Path, amp
 
 
 def load_cam_model(path: Path, cfg, num_fg: int, device: torch.device) -> CAMNet:
-    from salmask.utils.train import load_checkpoint
+    from salmask.utils.train import model_from_checkpoint
 
-    ckpt = load_checkpoint(path)
-    model = CAMNet(num_fg, ckpt.get("backbone", cfg.backbone), False, cfg.attention_k)
-    model.load_state_dict(ckpt["model"])
+    model = model_from_checkpoint(path, lambda c: CAMNet(num_fg, str(c.get("backbone", cfg.backbone)), False,
+                                                         cfg.attention_k))
     return model.to(device).eval()

@@ -30,9 +30,9 @@ def check_id(image_id: str, source: Path) -> str:
 
 
 def read_id_list(path: Path) -> list[str]:
-    if not path.is_file():
-        raise InputError(path, "split list not found")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    from salmask.io import read_text
+
+    ids = [line.split()[0] for line in read_text(path, "split list").splitlines() if line.strip()]
     return [check_id(i, path) for i in ids]
 
 
@@ -189,17 +189,22 @@ def _coco_json_split(root: Path, split: str, meta: DatasetMeta, work_dir: Path) 
 
 def read_label_file(path: Path, meta: DatasetMeta) -> dict[str, list[int]]:
     """JSON ``{id: [class names or ids]}`` or text lines ``id c1 c2 ...`` (names or ids 1..C)."""
-    if not path.is_file():
-        raise InputError(path, "label file not found")
-    text = path.read_text()
+    from salmask.io import read_text
+
+    text = read_text(path, "label file")
     try:
         raw = json.loads(text)
-        items = [(k, v) for k, v in raw.items()]
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         items = [(ln.split()[0], ln.split()[1:]) for ln in text.splitlines() if ln.strip()]
+    else:
+        if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+            raise InputError(path, "a JSON label file maps each id to a list of classes: {\"id\": [\"dog\", ...]}")
+        items = list(raw.items())
 
     def as_id(c: object) -> int:
-        if isinstance(c, int) or (isinstance(c, str) and c.isdigit()):
+        if isinstance(c, bool) or not isinstance(c, (int, str)):
+            raise InputError(path, f"class {c!r} is neither a name nor an id")
+        if isinstance(c, int) or (isinstance(c, str) and c.isdigit() and c.isascii()):
             c = int(c)
             if not 0 < c < meta.num_classes:
                 raise InputError(path, f"class id {c} outside 1..{meta.num_fg}")

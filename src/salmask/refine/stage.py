@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from salmask.boundary.crf import crf_enabled, crf_labels, dense_crf
+from salmask.boundary.crf import crf_enabled, crf_labels, crf_package, dense_crf
 from salmask.cam.evaluate import ThresholdSweep, class_lut, scores_to_index, with_background
 from salmask.errors import ConfigError, InputError
 from salmask.io import load_npz, read_gray, read_image, save_npz, write_png
@@ -67,7 +67,7 @@ def resolve_bg_score(ctx: Context, ids: list[str]) -> tuple[float, list[dict] | 
         return float(ctx.cfg.walk.bg_score), None
     agreement = SaliencyAgreement()
     for i in loop(dist.shard(ids), "make_pseudo: background score"):
-        scores = load_npz(ctx.dir() / "scores" / f"{i}.npz")["scores"]
+        scores = load_npz(ctx.dir() / "scores" / f"{i}.npz", "scores")["scores"]
         agreement.update(scores, _saliency(ctx, i, scores.shape[1:]))
     score, curve = choose(agreement.all_reduce())
     logger.info("make_pseudo: walk.bg_score auto -> %.2f (foreground/saliency IoU %.2f%%)", score,
@@ -82,11 +82,17 @@ def run_make_pseudo(ctx: Context) -> dict:
     w = ctx.cfg.walk
     images = ctx.split("pseudo_split", need_labels=False)  # nor masks: nothing here reads ground truth
     out = ctx.dir()
-    use_crf = crf_enabled(w.crf)
+    use_crf = crf_enabled(w.crf, "walk.crf")
+    ctx.used("crf", crf_package() if use_crf else False)
     for i in loop(todo(images.ids, lambda i: out / "scores" / f"{i}.npz"), "make_pseudo"):
-        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz")
+        cam = load_npz(ctx.dir("make_cam") / f"{i}.npz", "cam")
         hw = cam["high_res"].shape[1:]
-        learned = load_npz(ctx.dir("make_boundary") / f"{i}.npz")["boundary"] if w.boundary != "saliency" else None
+        learned = None
+        if w.boundary != "saliency":
+            path = ctx.dir("make_boundary") / f"{i}.npz"
+            learned = load_npz(path, "boundary")["boundary"]
+            if learned.shape != cam["cam"].shape[1:]:
+                raise InputError(path, f"boundary map of {list(learned.shape)} for CAMs of {list(cam['cam'].shape[1:])}")
         sal = _saliency(ctx, i, hw) if w.boundary != "learned" else None
         edge = walk_boundary(w.boundary, learned, sal, cam["cam"].shape[1:])
         scores = walk_scores(cam["cam"], edge, hw, w, ctx.device)
@@ -94,7 +100,7 @@ def run_make_pseudo(ctx: Context) -> dict:
     dist.barrier()
     bg_score, curve = resolve_bg_score(ctx, images.ids)
     for i in loop(todo(images.ids, lambda i: out / f"{i}.png"), "make_pseudo: masks"):
-        stored = load_npz(out / "scores" / f"{i}.npz")
+        stored = load_npz(out / "scores" / f"{i}.npz", "scores")
         scores = stored["scores"].astype(np.float32)
         index, lut = scores_to_index(scores, bg_score), class_lut(stored["keys"])
         if use_crf:
@@ -149,7 +155,7 @@ def bg_sweep(ctx: Context, ids: list[str]) -> dict:
     meta = images.meta
     sweep = ThresholdSweep(GRID, meta.num_classes)
     for i in dist.shard(ids):
-        stored = load_npz(ctx.dir("make_pseudo") / "scores" / f"{i}.npz")
+        stored = load_npz(ctx.dir("make_pseudo") / "scores" / f"{i}.npz", "scores")
         sweep.update(stored["scores"], stored["keys"], read_mask(images.mask_path(i), meta.num_classes,
                                                                  meta.ignore_index), name=i)
     table = [{"score": r["threshold"], "mIoU": round(r["mIoU"], 3)} for r in sweep.all_reduce().table(meta.classes)]

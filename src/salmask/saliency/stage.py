@@ -20,7 +20,7 @@ from salmask.pipeline import Context, stage
 from salmask.stage_utils import image_size, loop, prefetch, todo
 from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
-from salmask.utils.train import load_checkpoint, save_checkpoint, seed_everything
+from salmask.utils.train import model_from_checkpoint, save_checkpoint, seed_everything
 
 
 def sod_roots(ctx: Context) -> tuple[Path | None, Path | None]:
@@ -41,8 +41,7 @@ def build_rgbsod(ctx: Context, pretrained: bool | str):
 
 
 def load_rgbsod(ctx: Context):
-    model = build_rgbsod(ctx, False)
-    model.load_state_dict(load_checkpoint(ctx.dir("train_sod") / "model.pt")["model"])
+    model = model_from_checkpoint(ctx.dir("train_sod") / "model.pt", lambda c: build_rgbsod(ctx, False))
     return model.to(ctx.device).eval()
 
 
@@ -83,6 +82,7 @@ def predictor(ctx: Context, source: str) -> tuple[Predict, int]:
         from salmask.saliency.onnx_sod import onnx_from_config
 
         model = onnx_from_config(ctx.cfg.saliency, ctx.device)
+        ctx.used("onnx_provider", model.session.get_providers()[0])
         return model.predict, model.batch_size
     if source == "classic":
         from salmask.saliency.classic import classic_saliency

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from salmask.boundary.crf import crf_enabled, dense_crf
+from salmask.boundary.crf import crf_enabled, crf_package, dense_crf
 from salmask.data.transforms import to_tensor
 from salmask.errors import InputError
 from salmask.io import read_image, write_png
@@ -45,6 +45,7 @@ def run_train_seg(ctx: Context) -> dict:
         missing = next(i for i in train.ids if not (masks / f"{i}.png").is_file())
         raise InputError(masks / f"{missing}.png", f"pseudo mask missing for {len(train.ids) - len(ids)} "
                                                    f"training images")
+    ctx.used("tensorboard", bool(ctx.cfg.tensorboard))
     return train_seg(ids, train.image_path, masks, train.meta.num_classes, ctx.cfg.seg, device=ctx.device,
                      out_dir=ctx.dir(), amp=ctx.amp, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,
                      tensorboard=ctx.cfg.tensorboard, cam_checkpoint=ctx.dir("train_cam") / "model.pt")
@@ -53,7 +54,8 @@ def run_train_seg(ctx: Context) -> dict:
 def _infer(ctx: Context, images, ids: list[str], out: Path) -> None:
     s = ctx.cfg.seg
     model = prepare_model(load_seg_model(ctx.dir("train_seg") / "model.pt", s, ctx.device), ctx.device)
-    use_crf = crf_enabled(s.crf)
+    use_crf = crf_enabled(s.crf, "seg.crf")
+    ctx.used("crf", crf_package() if use_crf else False)
     ids = todo(ids, lambda i: out / f"{i}.png")
     sizes = {i: image_size(images.image_path(i)) for i in ids}
     batches, per_size = size_batches(sizes, s.infer_batch, ctx.device, "seg")

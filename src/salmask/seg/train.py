@@ -12,7 +12,8 @@ from salmask.data import transforms as T
 from salmask.data.meta import IGNORE_INDEX
 from salmask.io import read_image, read_mask
 from salmask.models.deeplab import build_segmenter, msc_logits, param_groups
-from salmask.utils.train import fit, load_checkpoint, make_loader, save_checkpoint, seed_everything, wrap_ddp
+from salmask.utils.train import (fit, load_checkpoint, make_loader, model_from_checkpoint, save_checkpoint,
+                                 seed_everything, wrap_ddp)
 
 
 class SegDataset(Dataset):
@@ -98,8 +99,7 @@ def train_seg(ids: list[str], image_path, mask_dir: Path, num_classes: int, cfg,
 
 
 def load_seg_model(path: Path, cfg, device: torch.device) -> torch.nn.Module:
-    ckpt = load_checkpoint(path)
-    model = build_segmenter(ckpt["arch"], backbone=ckpt["backbone"], num_classes=int(ckpt["num_classes"]),
-                            pretrained=False, norm=cfg.norm, channels=int(ckpt.get("channels", 256)))
-    model.load_state_dict(ckpt["model"])
+    model = model_from_checkpoint(path, lambda c: build_segmenter(
+        str(c["arch"]), backbone=str(c["backbone"]), num_classes=int(c["num_classes"]), pretrained=False,
+        norm=cfg.norm, channels=int(c.get("channels", 256))), ("model", "arch", "backbone", "num_classes"))
     return model.to(device).eval()

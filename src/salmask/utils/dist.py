@@ -56,7 +56,8 @@ def broadcast_flag(flag: bool) -> bool:
     """Rank 0's decision, shared with every rank."""
     if not dist.is_initialized():
         return flag
-    t = torch.tensor([int(flag)])
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    t = torch.tensor([int(flag)], device=device)
     dist.broadcast(t, src=0)
     return bool(t.item())
 

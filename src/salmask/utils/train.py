@@ -76,13 +76,38 @@ def save_checkpoint(path: Path, **state: Any) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, need: tuple[str, ...] = ()) -> dict:
+    """A checkpoint salmask wrote (``weights_only``: a pickle payload is refused, never run), as a dict
+    holding the keys ``need``; ``model``, when needed, must be a state dict of tensors."""
+    path = Path(path)
     if not path.is_file():
         raise InputError(path, "checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise InputError(path, f"cannot load checkpoint ({e})") from None
+        raise InputError(path, f"cannot load checkpoint ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise InputError(path, f"not a salmask checkpoint (holds a {type(ckpt).__name__}, not a dict)")
+    missing = [k for k in need if k not in ckpt]
+    if missing:
+        raise InputError(path, f"not a salmask checkpoint of this kind (no {', '.join(map(repr, missing))}; "
+                               f"has {sorted(map(str, ckpt))[:6]})")
+    if "model" in need and not (isinstance(ckpt["model"], dict)
+                                and all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())):
+        raise InputError(path, "the checkpoint's 'model' is not a state dict of tensors")
+    return ckpt
+
+
+def model_from_checkpoint(path: Path, build, need: tuple[str, ...] = ("model",)) -> nn.Module:
+    """``build(ckpt)`` loaded with ``ckpt["model"]``; a checkpoint whose settings or weights do not make that
+    network (unknown backbone, wrong shapes, missing tensors) is an InputError naming ``path``."""
+    ckpt = load_checkpoint(path, need)
+    try:
+        model = build(ckpt)
+        model.load_state_dict(ckpt["model"])
+    except (SalmaskError, RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputError(path, f"does not make the network it is for ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+    return model
 
 
 def _rng_state(loader: DataLoader) -> list[torch.Tensor]:
@@ -120,8 +145,9 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
     ckpt_path, hist_path = out_dir / "last.pt", out_dir / "history.json"
     step, history = 0, []
     epoch_rng = resume_rng = None  # random states at the start of the current / interrupted epoch
+    resume_now = None  # the global torch RNG at the interrupted step (dropout draws from it, not the loader)
     if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
+        state = load_checkpoint(ckpt_path, ("model", "optimizer", "scheduler", "step"))
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -129,6 +155,7 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
         history = read_json(hist_path) if hist_path.is_file() else []
         history = [h for h in history if h["step"] <= step]
         resume_rng = state.get("rng")
+        resume_now = state.get("rng_now")
         logger.info("%s: resuming at step %d/%d from %s", desc, step, total_steps, ckpt_path)
     writer = None
     if tensorboard and dist.is_main():
@@ -140,7 +167,8 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
             write_json(hist_path, history)
         rng = _rng_state(loader) if step % steps_per_epoch == 0 else epoch_rng
         save_checkpoint(ckpt_path, model=unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), step=step, rng=rng, **(extra_state or {}))
+                        scheduler=scheduler.state_dict(), step=step, rng=rng, rng_now=torch.get_rng_state(),
+                        **(extra_state or {}))
 
     steps_per_epoch = max(1, len(loader))
     bar = progress_bar(desc, total=total_steps, initial=step, unit="step")
@@ -153,8 +181,11 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
             resume_rng = None
         epoch_rng = _rng_state(loader)
         for i, batch in enumerate(loader):
-            if i < skip:
+            if i < skip:  # replayed for the loader's randomness; then the model's (dropout) is restored
+                if i == skip - 1 and resume_now is not None:
+                    torch.set_rng_state(resume_now)
                 continue
+            resume_now = None
             with autocast(device, amp):
                 loss, parts = step_fn(model, batch)
             if not torch.isfinite(loss):
