@@ -153,3 +153,32 @@ def test_a_listed_id_without_any_mask_is_named(release):
     with pytest.raises(InputError, match="no mask for 2008_000200") as e:
         prepare_voc(voc, sbd)
     assert e.value.path == str(sbd / "dataset" / "cls" / "2008_000200.mat")
+
+
+def _segfault(path: str) -> None:
+    """What scipy does on some damaged .mat files (module level: the spawned worker imports it by name)."""
+    import faulthandler
+
+    faulthandler.disable()
+    faulthandler._sigsegv()
+
+
+def test_a_crash_inside_the_mat_reader_is_an_error_naming_the_file(tmp_path):
+    """A damaged .mat can segfault scipy's loadmat: in the worker it becomes salmask's error, and the next file
+    is read by a fresh worker."""
+    from salmask.data.prepare import CrashIsolatedLoader, read_sbd_mask
+    from salmask.errors import InputError
+
+    bad, good = tmp_path / "2008_000002.mat", tmp_path / "2008_000003.mat"
+    bad.write_bytes(b"MATLAB 5.0 damaged")
+    seg = np.zeros((4, 5), np.uint8)
+    seg[1:3, 1:4] = 7
+    save_sbd(good, seg)
+    with CrashIsolatedLoader(target=_segfault) as crashing:
+        with pytest.raises(InputError, match="crashed on this file") as err:
+            read_sbd_mask(bad, crashing)
+    assert str(bad) in str(err.value)
+    with CrashIsolatedLoader() as loader:
+        with pytest.raises(InputError, match="cannot read the .mat file"):
+            read_sbd_mask(bad, loader)
+        np.testing.assert_array_equal(read_sbd_mask(good, loader), seg)

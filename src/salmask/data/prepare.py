@@ -32,20 +32,65 @@ def sbd_root(path: str | Path) -> Path:
     raise InputError(path, "not an SBD release (no cls/ under it, dataset/ or benchmark_RELEASE/dataset/)")
 
 
-def read_sbd_mask(path: Path) -> np.ndarray:
-    """``GTcls.Segmentation`` of an SBD ``cls/*.mat`` file as uint8 [H, W] with values 0..20 or 255."""
+def load_sbd_segmentation(path: str) -> np.ndarray | str:
+    """``GTcls.Segmentation`` of an SBD ``cls/*.mat`` file as an array, or a message saying why not."""
     from scipy.io import loadmat
 
-    if not path.is_file():
-        raise InputError(path, "SBD mask file not found")
     try:
         mat = loadmat(path, squeeze_me=True, struct_as_record=False)
     except Exception as e:  # scipy raises ValueError, TypeError, MatReadError... on damaged files
-        raise InputError(path, f"cannot read the .mat file ({e})") from None
+        return f"cannot read the .mat file ({e})"
     seg = getattr(mat.get("GTcls"), "Segmentation", None)
     if seg is None:
-        raise InputError(path, "no GTcls.Segmentation in the .mat file (not an SBD cls/ file)")
-    seg = np.asarray(seg)
+        return "no GTcls.Segmentation in the .mat file (not an SBD cls/ file)"
+    return np.asarray(seg)
+
+
+class CrashIsolatedLoader:
+    """Calls ``target(path)`` in one worker process, restarted after a crash.
+
+    A damaged ``.mat`` file can crash scipy's ``loadmat`` with a segmentation fault, which no Python ``except``
+    catches; in the worker it becomes a message naming the file and the fix, and the next file gets a fresh
+    worker. Use it as a context manager (the worker ends on exit).
+    """
+
+    def __init__(self, target: Callable[[str], np.ndarray | str] = load_sbd_segmentation):
+        self.target, self._pool = target, None
+
+    def __call__(self, path: str) -> np.ndarray | str:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._pool is None:  # spawn: forking a process that holds torch's threads is unsafe
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return self._pool.submit(self.target, path).result()
+        except BrokenProcessPool:
+            self.close()
+            return "the .mat reader (scipy) crashed on this file: it is damaged; download SBD again or delete it"
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> "CrashIsolatedLoader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_sbd_mask(path: Path, loader: Callable[[str], np.ndarray | str] = load_sbd_segmentation) -> np.ndarray:
+    """``GTcls.Segmentation`` of an SBD ``cls/*.mat`` file as uint8 [H, W] with values 0..20 or 255.
+
+    ``loader`` reads the array (in this process by default; :class:`CrashIsolatedLoader` in a worker)."""
+    if not path.is_file():
+        raise InputError(path, "SBD mask file not found")
+    seg = loader(str(path))
+    if isinstance(seg, str):
+        raise InputError(path, seg)
     if seg.ndim != 2 or not np.issubdtype(seg.dtype, np.integer):
         raise InputError(path, f"GTcls.Segmentation is not a 2-D integer array ({seg.dtype}, shape {seg.shape})")
     bad = ((seg < 0) | (seg >= VOC.num_classes)) & (seg != VOC.ignore_index)
@@ -61,8 +106,6 @@ def prepare_voc(voc: str | Path, sbd: str | Path, force: bool = False,
 
     A folder with the completion marker is left as it is (unless ``force``); one without it (half-made,
     or made by another tool) is refused unless ``force``, which rewrites every mask."""
-    from salmask.stage_utils import image_size
-
     base, sbd_dir = voc_root(voc), sbd_root(sbd)
     lists = base / "ImageSets" / "Segmentation"
     voc_train, voc_val = read_id_list(lists / "train.txt"), read_id_list(lists / "val.txt")
@@ -80,23 +123,8 @@ def prepare_voc(voc: str | Path, sbd: str | Path, force: bool = False,
                                  "tool); rerun with --force to rewrite it")
     marker.unlink(missing_ok=True)
     ids = sorted(set(voc_train) | set(voc_val) | set(sbd_train) | set(sbd_val))
-    from_voc = 0
-    for i in progress(ids, "SegmentationClassAug"):
-        own, mat = base / "SegmentationClass" / f"{i}.png", sbd_dir / "cls" / f"{i}.mat"
-        if own.is_file():
-            mask, source = read_mask(own, VOC.num_classes, VOC.ignore_index), own
-            from_voc += 1
-        elif mat.is_file():
-            mask, source = read_sbd_mask(mat), mat
-        else:
-            raise InputError(mat, f"no mask for {i}: neither SegmentationClass/{i}.png nor this SBD file")
-        image = base / "JPEGImages" / f"{i}.jpg"
-        if not image.is_file():
-            raise InputError(image, "image of a listed mask is missing")
-        h, w = image_size(image)
-        if (h, w) != mask.shape:
-            raise InputError(source, f"mask of {mask.shape[1]}x{mask.shape[0]} for an image of {w}x{h}")
-        write_png(target / f"{i}.png", mask, VOC.palette)
+    with CrashIsolatedLoader() as loader:
+        from_voc = _write_masks(ids, base, sbd_dir, target, loader)
     write_bytes_atomic(lists / "train_aug.txt", "".join(f"{i}\n" for i in train_aug).encode())
     counts = {"voc_train": len(voc_train), "voc_val": len(voc_val), "sbd_train": len(sbd_train),
               "sbd_val": len(sbd_val), "train_aug": len(train_aug), "masks": len(ids),
@@ -107,6 +135,30 @@ def prepare_voc(voc: str | Path, sbd: str | Path, force: bool = False,
     say(f"SegmentationClassAug: {len(ids)} masks ({from_voc} from VOC SegmentationClass, "
         f"{len(ids) - from_voc} from SBD) -> {target}")
     return counts
+
+
+def _write_masks(ids: list[str], base: Path, sbd_dir: Path, target: Path, loader: CrashIsolatedLoader) -> int:
+    """Write every id's palette PNG from VOC's own mask or SBD's; returns how many came from VOC."""
+    from salmask.stage_utils import image_size
+
+    from_voc = 0
+    for i in progress(ids, "SegmentationClassAug"):
+        own, mat = base / "SegmentationClass" / f"{i}.png", sbd_dir / "cls" / f"{i}.mat"
+        if own.is_file():
+            mask, source = read_mask(own, VOC.num_classes, VOC.ignore_index), own
+            from_voc += 1
+        elif mat.is_file():
+            mask, source = read_sbd_mask(mat, loader), mat
+        else:
+            raise InputError(mat, f"no mask for {i}: neither SegmentationClass/{i}.png nor this SBD file")
+        image = base / "JPEGImages" / f"{i}.jpg"
+        if not image.is_file():
+            raise InputError(image, "image of a listed mask is missing")
+        h, w = image_size(image)
+        if (h, w) != mask.shape:
+            raise InputError(source, f"mask of {mask.shape[1]}x{mask.shape[0]} for an image of {w}x{h}")
+        write_png(target / f"{i}.png", mask, VOC.palette)
+    return from_voc
 
 
 def prepare_coco(root: str | Path, work_dir: str | Path, splits: Sequence[str] = ("train", "val"),
