@@ -7,6 +7,7 @@ counts (cases, accepted, refused, tracebacks, modified files) are written there 
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -506,15 +507,14 @@ def test_sbd_mat_files(data):
     expect_clean(d, [path], read, lambda m: m.dtype == np.uint8 and m.ndim == 2)
 
 
-_WORKER = []
-
-
+@functools.cache
 def _mat_worker():
+    """One crash-isolating worker for the whole session, closed at exit (before the interpreter tears down what
+    the pool's thread uses)."""
+    import atexit
+
     from salmask.data.prepare import CrashIsolatedLoader
 
-    if not _WORKER:
-        import atexit
-
-        _WORKER.append(CrashIsolatedLoader())
-        atexit.register(_WORKER[0].close)  # before the interpreter tears down what the pool's thread uses
-    return _WORKER[0]
+    loader = CrashIsolatedLoader()
+    atexit.register(loader.close)
+    return loader
