@@ -303,9 +303,10 @@ def _check_packages(cfg: DictConfig, run: set[str], problems: list[str]) -> None
 
 
 def _check_seg_source(cfg: DictConfig, run: set[str]) -> None:
-    src = str(cfg.seg.source)
-    if "train_seg" in run and src not in ("select", "pseudo") and not Path(src).expanduser().is_dir():
-        raise ConfigError(f"seg.source={src}: neither select, pseudo nor a folder of masks")
+    from salmask.seg.stage import mask_folder
+
+    if "train_seg" in run:
+        mask_folder(str(cfg.seg.source))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -18,16 +18,22 @@ from salmask.utils import dist
 from salmask.utils.log import progress_bar
 
 
-def mask_source(ctx: Context) -> Path:
-    src = ctx.cfg.seg.source
-    if src == "select":
-        return ctx.dir("select") / "masks"
-    if src == "pseudo":
-        return ctx.dir("make_pseudo")
-    path = Path(src).expanduser()
+def mask_folder(source: str) -> Path | None:
+    """The folder of masks ``seg.source`` names, or None for ``select`` / ``pseudo`` (the run's own masks)."""
+    if source in ("select", "pseudo"):
+        return None
+    path = Path(source).expanduser()
     if not path.is_dir():
         raise InputError(path, "seg.source is neither select, pseudo nor a folder of masks")
     return path
+
+
+def mask_source(ctx: Context) -> Path:
+    src = str(ctx.cfg.seg.source)
+    folder = mask_folder(src)
+    if folder is not None:
+        return folder
+    return ctx.dir("select") / "masks" if src == "select" else ctx.dir("make_pseudo")
 
 
 def _needs(cfg) -> tuple[str, ...]:
