@@ -12,6 +12,8 @@ from salmask.config import load_config
 from salmask.io import read_mask
 from salmask.pipeline import run_pipeline
 
+from test_pipeline import _expected
+
 VOC_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc-mini"
 pytestmark = pytest.mark.skipif(not VOC_MINI.is_dir(), reason="voc-mini is absent")
 
@@ -45,6 +47,14 @@ def test_voc_preset_end_to_end(tmp_path):
         assert 0.0 <= m["mIoU"] <= 100.0 and np.isfinite(m["mIoU"])
     assert "single_class" in results["eval_pseudo"]["metrics"]
     assert (tmp_path / "eval_select" / "sweep.png").is_file()
+    # the fit: DeepLab's predictions on its training images against the masks it learned and against their GT
+    fit = results["eval_seg"]["metrics"]["fit"]
+    preds = {i: read_mask(tmp_path / "infer_seg" / "train" / f"{i}.png") for i in ids}
+    assert fit["images"] == 6
+    masks = {i: read_mask(tmp_path / "select" / "masks" / f"{i}.png") for i in ids}
+    assert fit["agreement"] == pytest.approx(_expected(preds, masks)["mIoU"], abs=1e-6)
+    assert fit["gt"] == pytest.approx(_expected(preds, {i: read_mask(gt / f"{i}.png") for i in ids})["mIoU"],
+                                      abs=1e-6)
     # a rerun skips every finished stage
     again = run_pipeline(cfg)
     assert again["eval_seg"]["hash"] == results["eval_seg"]["hash"]

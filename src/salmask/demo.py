@@ -162,7 +162,8 @@ def build_summary(results: dict, ablations: dict, smoke: bool = False) -> dict:
     if "eval_select" in results:
         s["sos"] = _pick(results["eval_select"]["metrics"])
     if "eval_seg" in results:
-        s["seg"] = _pick(results["eval_seg"]["metrics"])
+        m = results["eval_seg"]["metrics"]
+        s["seg"] = {**_pick(m), **({"fit": m["fit"]} if "fit" in m else {})}
     if ablations:
         s["ablation"] = {name: _pick(m) for name, m in ablations.items()}
     return s
@@ -186,6 +187,11 @@ def format_summary(s: dict) -> str:
         rows.append(("pseudo: SBE + Selector", s["sos"]))
     if "seg" in s:
         rows.append(("segmentation (val)", s["seg"]))
+        fit = s["seg"].get("fit")
+        if fit:
+            rows.append((f"  its training masks, {fit['images']} train images", {"mIoU": fit["agreement"]}))
+            if "gt" in fit:
+                rows.append(("  the GT of those training images", {"mIoU": fit["gt"]}))
     smoke = bool(s.get("smoke"))
     mark = "  smoke" if smoke else ""
     lines = [SMOKE_BANNER] if smoke else []

@@ -210,6 +210,12 @@ def metrics_section(work_dir: Path, manifests: dict[str, dict | None]) -> str:
         if stage == "eval_pseudo" and m is not None and isinstance(m.get("crf"), dict):
             row("pseudo masks: SBE + dense CRF (walk.crf)", m["crf"], "BES's CRF on the walk's hard masks",
                 images_of(stage))
+        if stage == "eval_seg" and m is not None and isinstance(m.get("fit"), dict):
+            fit = m["fit"]
+            row("segmentation (train): agreement with its training masks", {"mIoU": fit.get("agreement")},
+                "the fit, no ground truth", fit.get("images"))
+            if "gt" in fit:
+                row("segmentation (train): the same images' GT", {"mIoU": fit["gt"]}, "", fit.get("images"))
     html = f'<table class="metrics"><tr>{head}</tr>\n' + "\n".join(rows) + "</table>"
     html += "<p class=\"meta\">IoU and accuracies in percent; single-class mIoU over the images with " \
             "one foreground class.</p>"

@@ -80,12 +80,31 @@ def _infer(ctx: Context, images, ids: list[str], out: Path) -> None:
     bar.close()
 
 
+def fit_ids(ctx: Context) -> list[str]:
+    """``seg.fit_images`` training images, evenly spaced, for the fit check: those of the eval split when it
+    has any (their ground truth gives a second score), else of the training split."""
+    n = int(ctx.cfg.seg.fit_images)
+    if n <= 0:
+        return []
+    train = ctx.split("train_split", need_labels=False).ids
+    pool = train
+    if ctx.cfg.dataset.eval_split:
+        in_train = set(train)
+        pool = [i for i in ctx.split("eval_split", need_labels=False).ids if i in in_train] or train
+    return pool[::max(1, len(pool) // n)][:n]
+
+
 @stage("infer_seg", sections=("seg",), needs=("train_seg",))
 def run_infer_seg(ctx: Context) -> dict:
-    """Multi-scale + flip predictions on the val split (and the test split's server export)."""
+    """Multi-scale + flip predictions on the val split (and the test split's server export), and on
+    ``seg.fit_images`` training images for the fit check."""
     val = ctx.split("val_split", need_labels=False)
     _infer(ctx, val, val.ids, ctx.dir() / "val")
     result = {"val_images": len(val.ids)}
+    fit = fit_ids(ctx)
+    if fit:
+        _infer(ctx, ctx.split("train_split", need_labels=False), fit, ctx.dir() / "train")
+        result["fit_images"] = len(fit)
     if ctx.cfg.dataset.test_split:
         test = ctx.split("test_split", need_labels=False)
         _infer(ctx, test, test.ids, ctx.dir() / "test")
@@ -98,16 +117,39 @@ def run_infer_seg(ctx: Context) -> dict:
 
 @stage("eval_seg", sections=("seg",), needs=("infer_seg",))
 def run_eval_seg(ctx: Context) -> dict:
-    """Segmentation metrics on the val split."""
-    from salmask.metrics.confusion import ConfusionMatrix
-    from salmask.io import read_mask
-
+    """Segmentation metrics on the val split, and the fit: agreement with the training masks."""
     val = ctx.split("val_split")
     meta = val.meta
+    scores = _score(val.ids, lambda i: ctx.dir("infer_seg") / "val" / f"{i}.png", val.mask_path, meta)
+    metrics = {k: scores[k] for k in ("Acc", "Acc_class", "mIoU", "fwIoU", "per_class")}
+    fit = fit_ids(ctx)
+    if fit:
+        metrics["fit"] = _fit(ctx, fit, meta)
+    return {"images": len(val.ids), "metrics": metrics}
+
+
+def _fit(ctx: Context, ids: list[str], meta) -> dict:
+    """How well DeepLab learned its training masks: mIoU of its predictions on ``ids`` against the masks it was
+    trained on (no ground truth involved) and, where the eval split has ground truth for them, against it."""
+    pred = lambda i: ctx.dir("infer_seg") / "train" / f"{i}.png"  # noqa: E731
+    masks = mask_source(ctx)
+    fit = {"images": len(ids),
+           "agreement": _score(ids, pred, lambda i: masks / f"{i}.png", meta)["mIoU"]}
+    if ctx.cfg.dataset.eval_split:
+        truth = ctx.split("eval_split")
+        with_gt = set(truth.ids)
+        if truth.has_masks() and all(i in with_gt for i in ids):
+            fit["gt"] = _score(ids, pred, truth.mask_path, meta)["mIoU"]
+    return fit
+
+
+def _score(ids: list[str], pred_path, truth_path, meta) -> dict:
+    """Confusion-matrix scores of the predictions against ``truth_path`` masks (ignore pixels skipped)."""
+    from salmask.io import read_mask
+    from salmask.metrics.confusion import ConfusionMatrix
+
     cm = ConfusionMatrix(meta.num_classes)
-    for i in dist.shard(val.ids):
-        gt = read_mask(val.mask_path(i), meta.num_classes, meta.ignore_index)
-        cm.update(read_mask(ctx.dir("infer_seg") / "val" / f"{i}.png"), gt, name=i)
-    scores = cm.all_reduce().scores(meta.classes)
-    return {"images": len(val.ids), "metrics": {k: scores[k] for k in ("Acc", "Acc_class", "mIoU", "fwIoU",
-                                                                        "per_class")}}
+    for i in dist.shard(ids):
+        gt = read_mask(truth_path(i), meta.num_classes, meta.ignore_index)
+        cm.update(read_mask(pred_path(i)), gt, name=i)
+    return cm.all_reduce().scores(meta.classes)
