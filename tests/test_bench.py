@@ -153,7 +153,7 @@ def test_run_bench_prints_table_and_writes_json(tmp_path, monkeypatch, capsys):
     assert {"cpu_count", "torch", "cpu", "load_average", "devices"} <= data["machine"].keys()
     assert [r["stage"] for r in rows].count("artefact") == 6
     assert [r["stage"] for r in rows].count("cam") == 4 and [r["stage"] for r in rows].count("seg") == 4
-    assert [r["stage"] for r in rows].count("train_seg step") == 4  # the loader and three variants (quick)
+    assert [r["stage"] for r in rows].count("train_seg step") == 5  # the loader and four variants (quick)
     walk = [r for r in rows if r["stage"] == "walk"]
     assert len(walk) == 1 and walk[0]["max_abs_diff"] < 1e-4 and walk[0]["peak_bytes"] >= 0
     for stage in ("cam", "walk", "seg", "boundary", "CAM (make_cam", "speed-up", "peak resident set"):

@@ -12,7 +12,7 @@ from torch import nn
 from salmask.data.meta import voc_palette
 from salmask.errors import ConfigError, InputError
 from salmask.io import write_png
-from salmask.models.backbones import freeze_batchnorm
+from salmask.models.backbones import freeze_backbone, freeze_batchnorm
 from salmask.models.deeplab import (DeepLabV2, DeepLabV3Plus, build_segmenter, msc_logits,
                                     param_groups)
 from salmask.seg.inference import (VOC_TEST_DIR, export_voc_test, predict_batch, predict_logits,
@@ -195,6 +195,29 @@ def test_head_lr_multiple():
     model = DeepLabV3Plus("resnet18", num_classes=5, channels=32)
     groups = {g["name"]: g["lr"] for g in param_groups(model, 0.01, 3.0)}
     assert groups == {"backbone": 0.01, "head": pytest.approx(0.03)}
+
+
+@pytest.mark.parametrize("arch", ["deeplabv2", "deeplabv3plus"])
+def test_frozen_backbone_trains_the_head_alone(arch):
+    """seg.freeze_backbone: one SGD step changes the head and leaves every backbone tensor (weights and
+    BatchNorm statistics) as it was, although the model is in training mode."""
+    model = build_segmenter(arch, backbone="resnet18", num_classes=K, channels=32) if arch == "deeplabv3plus" \
+        else build_segmenter(arch, backbone="resnet18", num_classes=K)
+    freeze_backbone(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    groups = param_groups(model, 0.01)
+    assert [g["name"] for g in groups] == ["head"]
+    opt = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
+    model.train()
+    assert not model.backbone.training and all(not m.training for m in model.backbone.modules())
+    x, y = torch.randn(2, 3, 64, 64), torch.randint(0, K, (2, 64, 64))
+    logits = model(x)
+    F.cross_entropy(F.interpolate(logits, y.shape[-2:], mode="bilinear"), y).backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    opt.step()
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if not k.startswith("backbone."))
 
 
 def test_segmenter_backbone_from_the_cam_classifier(tmp_path):

@@ -173,6 +173,11 @@ def test_pretrained_names_and_paths(tmp_path, monkeypatch):
     monkeypatch.undo()
     problems = plan_problems(_cfg(tmp_path, *base, "cam.backbone=resnet_typo", "seg.init=cam"))
     assert problems == ["cam.backbone='resnet_typo' is not a backbone timm knows"]
+    # a fixed backbone must hold trained weights
+    problems = plan_problems(_cfg(tmp_path, *base, "seg.init=pretrained", "seg.pretrained=false",
+                                  "seg.freeze_backbone=true"))
+    assert problems == ["seg.freeze_backbone=true would train the head on a random backbone; give seg.pretrained "
+                        "or seg.init=cam"]
 
 
 def test_only_stages_that_will_run_are_checked(tmp_path, tiny_data, reference_run, monkeypatch):

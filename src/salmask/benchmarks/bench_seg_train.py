@@ -12,6 +12,8 @@ ImageNet weights cost). Each variant changes one thing and is timed in the same 
 * ``channels=64``: the decoder and ASPP at 64 channels (``seg.channels``), the cost the stride-4 decoder's
   two 3×3 convolutions put on a light backbone;
 * ``channels_last``: NHWC tensors and weights (oneDNN's preferred layout on a CPU);
+* ``frozen backbone``: 64 channels, channels-last and the backbone fixed (``seg.freeze_backbone``), so the step
+  runs the backbone forward without its backward and updates the head alone;
 * ``compile`` (full run only): ``torch.compile`` of the model, timed after its compilation, which is
   reported separately.
 """
@@ -32,12 +34,15 @@ BATCH, CROP, BACKBONE = 8, 256, "efficientnet-lite0"
 
 
 def make_step(channels: int, channels_last: bool, device: str, compiled: bool = False, *, batch: int = BATCH,
-              crop: int = CROP, backbone: str = BACKBONE):
+              crop: int = CROP, backbone: str = BACKBONE, frozen: bool = False):
     """A closure running one SGD step of DeepLab-v3+ on a fixed random batch [batch, 3, crop, crop]."""
+    from salmask.models.backbones import freeze_backbone
     from salmask.models.deeplab import build_segmenter, param_groups
 
     torch.manual_seed(0)
     model = build_segmenter("deeplabv3plus", backbone=backbone, num_classes=21, channels=channels).to(device)
+    if frozen:
+        freeze_backbone(model)
     x = torch.randn(batch, 3, crop, crop, device=device)
     y = torch.randint(0, 21, (batch, crop, crop), device=device)
     if channels_last:
@@ -79,11 +84,13 @@ def run(quick: bool = False, device: str = "cpu", *, batch: int = BATCH, crop: i
     """Rows of the common format: the loader and each variant against the reference step."""
     repeats = 3 if quick else 5
     size = dict(batch=batch, crop=crop, backbone=backbone)
-    variants = {"channels=64": (64, False), "channels_last": (256, True), "channels=64 + channels_last": (64, True)}
+    variants = {"channels=64": (64, False, False), "channels_last": (256, True, False),
+                "channels=64 + channels_last": (64, True, False),
+                "channels=64 + channels_last + frozen backbone": (64, True, True)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fns = {"ref": make_step(256, False, device, **size), "loader": make_loader_batch(Path(tmp), batch, crop)}
-        fns.update({name: make_step(c, cl, device, **size) for name, (c, cl) in variants.items()})
+        fns.update({name: make_step(c, cl, device, frozen=fz, **size) for name, (c, cl, fz) in variants.items()})
         compile_seconds = None
         if not quick:
             compiled = make_step(256, False, device, compiled=True, **size)

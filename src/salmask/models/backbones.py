@@ -253,13 +253,26 @@ def freeze_batchnorm(module: nn.Module) -> None:
 
 
 class FixedBNNet(nn.Module):
-    """A network with a ``backbone`` whose BatchNorm statistics stay fixed in training when ``fixed_bn``."""
+    """A network with a ``backbone`` whose BatchNorm statistics stay fixed in training when ``fixed_bn``,
+    and which stays in eval mode as a whole when ``frozen_backbone`` (see :func:`freeze_backbone`)."""
 
     fixed_bn: bool = False
+    frozen_backbone: bool = False
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.fixed_bn:
+        if self.frozen_backbone:
+            self.backbone.eval()
+        elif self.fixed_bn:
             bn_eval(self.backbone)
         return self
+
+
+def freeze_backbone(model: FixedBNNet) -> None:
+    """Train only the head: the backbone's weights and BatchNorm statistics fixed, in eval mode even while the
+    model trains. Call it before wrapping in DDP (which registers only parameters that require a gradient)."""
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    model.frozen_backbone = True
+    model.backbone.eval()
 

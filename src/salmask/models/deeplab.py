@@ -73,7 +73,7 @@ class DeepLabV2(FixedBNNet):
         return self.head(self.backbone(x)[-1])
 
 
-class DeepLabV3Plus(nn.Module):
+class DeepLabV3Plus(FixedBNNet):
     """DeepLab-v3+: ASPP on the last stage, decoder with the stride-4 stage.
 
     forward: x [B, 3, H, W] -> logits [B, num_classes, ceil(H/4), ceil(W/4)]. ``output_stride`` (16 or 8)
@@ -142,16 +142,17 @@ def build_segmenter(arch: str, *, backbone: str, num_classes: int, pretrained: b
 def param_groups(model: nn.Module, lr: float, head_mult: float = 10.0) -> list[dict]:
     """SGD parameter groups: ``model.backbone`` at ``lr``, the rest (the head) at ``lr * head_mult``.
 
-    Only trainable parameters are listed (frozen BatchNorm/stem are left out), each exactly once.
-    Groups carry a ``name`` ("backbone"/"head") for logging.
+    Only trainable parameters are listed (frozen BatchNorm/stem are left out), each exactly once; a group
+    left empty (a frozen backbone) is dropped. Groups carry a ``name`` ("backbone"/"head") for logging.
     """
     backbone_ids = {id(p) for p in model.backbone.parameters()}
     backbone, head = [], []
     for p in model.parameters():
         if p.requires_grad:
             (backbone if id(p) in backbone_ids else head).append(p)
-    return [{"name": "backbone", "params": backbone, "lr": lr},
-            {"name": "head", "params": head, "lr": lr * head_mult}]
+    groups = [{"name": "backbone", "params": backbone, "lr": lr},
+              {"name": "head", "params": head, "lr": lr * head_mult}]
+    return [g for g in groups if g["params"]]
 
 
 def msc_logits(model: nn.Module, x: Tensor, scales: Sequence[float] = (0.5, 0.75)) -> list[Tensor]:
