@@ -233,3 +233,28 @@ def test_fit_resumes_mid_epoch_with_the_same_batches_and_weights(tmp_path, dropo
     for k, v in whole["weights"].items():
         assert torch.equal(v, resumed["weights"][k]), k
     assert [h["step"] for h in read_json(tmp_path / "b" / "history.json")] == list(range(1, 9))
+
+
+def test_inference_settings_retrain_nothing(tmp_path):
+    """Changing how DeepLab predicts reruns infer_seg and eval_seg; its weights' settings retrain it."""
+    import salmask.stages  # noqa: F401  (registers the stages)
+    from salmask.pipeline import STAGES, Context, planned_stages
+    from salmask.seg.stage import INFER_KEYS, TRAIN_KEYS
+
+    base = load_config("demo")
+    assert set(base.seg) == {k.removeprefix("seg.") for k in TRAIN_KEYS + INFER_KEYS} | {"infer_batch",
+                                                                                        "checkpoint_every"}
+
+    def hashes(*overrides: str) -> dict[str, str]:
+        ctx = Context(load_config("demo", list(overrides)), tmp_path)
+        planned_stages(ctx, list(STAGES.values()), force=True)
+        return ctx.hashes
+
+    ref = hashes()
+    for override, rerun in (("seg.scales=[0.5,1.0]", {"infer_seg", "eval_seg"}),
+                            ("seg.fit_images=3", {"infer_seg", "eval_seg"}),
+                            ("seg.checkpoint_every=7", set()),
+                            ("seg.iterations=3", {"train_seg", "infer_seg", "eval_seg"}),
+                            ("seg.source=pseudo", {"train_seg", "infer_seg", "eval_seg"})):
+        changed = {name for name, h in hashes(override).items() if ref[name] != h}
+        assert changed == rerun, override

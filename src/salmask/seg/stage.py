@@ -36,12 +36,20 @@ def mask_source(ctx: Context) -> Path:
     return ctx.dir("select") / "masks" if src == "select" else ctx.dir("make_pseudo")
 
 
+TRAIN_KEYS = tuple(f"seg.{k}" for k in ("arch", "backbone", "pretrained", "norm", "channels", "init", "head_lr_mult",
+                                          "freeze_backbone", "source", "batch_size", "crop", "scale", "lr",
+                                          "momentum", "weight_decay", "iterations"))
+"""What DeepLab's weights depend on: changing an inference setting (below) retrains nothing."""
+INFER_KEYS = ("seg.scales", "seg.flip", "seg.crf", "seg.fit_images")
+"""What the predictions depend on besides the weights (``infer_batch`` and ``checkpoint_every`` change how, not what)."""
+
+
 def _needs(cfg) -> tuple[str, ...]:
     masks = {"select": ("select",), "pseudo": ("make_pseudo",)}.get(cfg.seg.source, ())
     return masks + (("train_cam",) if cfg.seg.init == "cam" else ())
 
 
-@stage("train_seg", sections=("seg",), needs=_needs)
+@stage("train_seg", sections=TRAIN_KEYS, needs=_needs)
 def run_train_seg(ctx: Context) -> dict:
     """Train DeepLab on the pseudo masks (of the Selector by default)."""
     train = ctx.split("train_split", need_labels=False)
@@ -94,7 +102,7 @@ def fit_ids(ctx: Context) -> list[str]:
     return pool[::max(1, len(pool) // n)][:n]
 
 
-@stage("infer_seg", sections=("seg",), needs=("train_seg",))
+@stage("infer_seg", sections=INFER_KEYS, needs=("train_seg",))
 def run_infer_seg(ctx: Context) -> dict:
     """Multi-scale + flip predictions on the val split (and the test split's server export), and on
     ``seg.fit_images`` training images for the fit check."""
@@ -115,7 +123,7 @@ def run_infer_seg(ctx: Context) -> dict:
     return result
 
 
-@stage("eval_seg", sections=("seg",), needs=("infer_seg",))
+@stage("eval_seg", sections=(), needs=("infer_seg",))
 def run_eval_seg(ctx: Context) -> dict:
     """Segmentation metrics on the val split, and the fit: agreement with the training masks."""
     val = ctx.split("val_split")
