@@ -79,9 +79,10 @@ def test_every_problem_is_reported_at_once(tmp_path, monkeypatch):
     lines = text.splitlines()[1:]
     assert text.startswith(f"pre-flight check: {len(lines)} problems, nothing was started")
     for needle in ("dataset.root", "absent.onnx", "weights.pth", "/no/such/file.pth", "boundary.pretrained",
-                   "salmask[tensorboard]", "boundary_labels.crf=false", "walk.crf=false", "salmask[crf]"):
+                   "salmask[tensorboard]", "boundary_labels.crf=false", "walk.crf=false", "seg.crf=false",
+                   "salmask[crf]"):
         assert needle in text, needle
-    assert len(lines) == 7 and all(line.startswith("  - ") for line in lines)
+    assert len(lines) == 8 and all(line.startswith("  - ") for line in lines)
     assert not (tmp_path / "work" / "train_cam").exists()
 
 
