@@ -234,3 +234,31 @@ def test_segmenter_backbone_from_the_cam_classifier(tmp_path):
         assert torch.equal(v, cam.backbone.state_dict()[k]), k
     with pytest.raises(InputError, match="does not fit seg.backbone"):
         load_cam_backbone(DeepLabV3Plus("resnet34", num_classes=21, channels=32), tmp_path / "cam.pt")
+
+
+def test_infer_seg_refines_with_deeplabs_crf(tmp_path, reference_run, tiny_data, monkeypatch):
+    """seg.crf=true runs DeepLab's CRF kernel on every prediction, not the boundary labels' default kernel."""
+    import shutil
+
+    import salmask.seg.stage as seg_stage
+    from salmask.api import run
+    from salmask.boundary.crf import crf_available
+
+    from conftest import tiny_overrides
+
+    if not crf_available():
+        pytest.skip("pydensecrf2 not installed")
+    calls = []
+
+    def recorder(image, probs, **kwargs):
+        calls.append(kwargs)
+        return probs
+
+    monkeypatch.setattr(seg_stage, "dense_crf", recorder)
+    work = tmp_path / "work"
+    shutil.copytree(reference_run, work)
+    run("demo", tiny_overrides(work, tiny_data, "seg.crf=true", "seg.fit_images=2"),
+        stages=["select", "train_seg", "infer_seg"])
+    assert len(calls) == len(list((work / "infer_seg" / "val").glob("*.png"))) + 2
+    assert all(kw == seg_stage.DEEPLAB_CRF for kw in calls)
+    assert seg_stage.DEEPLAB_CRF["sxy_bilateral"] == 67 and seg_stage.DEEPLAB_CRF["srgb"] == 3

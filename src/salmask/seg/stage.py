@@ -43,6 +43,11 @@ TRAIN_KEYS = tuple(f"seg.{k}" for k in ("arch", "backbone", "pretrained", "norm"
 INFER_KEYS = ("seg.scales", "seg.flip", "seg.crf", "seg.fit_images")
 """What the predictions depend on besides the weights (``infer_batch`` and ``checkpoint_every`` change how, not what)."""
 
+DEEPLAB_CRF = dict(iterations=10, sxy_gauss=1, compat_gauss=3, sxy_bilateral=67, srgb=3, compat_bilateral=4)
+"""DeepLab's dense CRF for its predictions (DeepLab-v2's VOC setting: positional w 3 / xy 1, bilateral w 4 /
+xy 67 / rgb 3), rather than :func:`dense_crf`'s defaults (the boundary labels' kernel). On voc-real's training
+split (1500-step voc_cpu probe, fit / held out) 75.6 / 44.7 against 75.0 / 44.4."""
+
 
 def _needs(cfg) -> tuple[str, ...]:
     masks = {"select": ("select",), "pseudo": ("make_pseudo",)}.get(cfg.seg.source, ())
@@ -82,7 +87,7 @@ def _infer(ctx: Context, images, ids: list[str], out: Path) -> None:
         for i, img, prob in zip(batch_ids, arrays, probs):
             prob = prob.float().cpu().numpy()
             if use_crf:
-                prob = dense_crf(img, prob)
+                prob = dense_crf(img, prob, **DEEPLAB_CRF)
             write_png(out / f"{i}.png", prob.argmax(0).astype(np.uint8), images.meta.palette)
         bar.update(len(batch_ids))
     bar.close()
