@@ -207,3 +207,33 @@ def test_every_cli_option_has_help():
                for name, p in parsers(build_parser(), "salmask") for a in p._actions
                if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
     assert not missing, missing
+
+
+def test_a_stage_code_version_reruns_it_and_its_downstream(tmp_path, monkeypatch):
+    """Bumping a stage's ``version`` changes its hash and its dependents', not its upstream's; version 1 adds
+    nothing to the hash, so runs finished before versions existed stay complete."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from salmask.config import section_hash
+    from salmask.pipeline import Context, planned_stages, resolve_stages
+
+    cfg = load_config("demo", [f"work_dir={tmp_path}"])
+
+    def hashes() -> dict[str, str]:
+        ctx = Context(cfg, tmp_path)
+        planned_stages(ctx, resolve_stages(cfg, None), force=False)
+        return dict(ctx.hashes)
+
+    before = hashes()
+    assert STAGES["infer_seg"].version == 2 and STAGES["train_seg"].version == 1
+    train_cam = STAGES["train_cam"]
+    assert before["train_cam"] == section_hash("train_cam", cfg.dataset, cfg.seed,
+                                               *[OmegaConf.select(cfg, s) for s in train_cam.sections],
+                                               *[before[n] for n in train_cam.requires(cfg)])
+    monkeypatch.setitem(STAGES, "train_seg", dataclasses.replace(STAGES["train_seg"], version=2))
+    after = hashes()
+    changed = {n for n in before if before[n] != after[n]}
+    assert {"train_seg", "infer_seg", "eval_seg"} <= changed
+    assert "select" not in changed and "train_cam" not in changed

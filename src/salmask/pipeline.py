@@ -1,8 +1,9 @@
 """The orchestrator: an ordered registry of stages, each writing under ``{work_dir}/{stage}/``.
 
 A stage is complete when its ``manifest.json`` exists and records the same *stage hash* — a hash of the
-config sections the stage reads and of its upstream stages' hashes — so changing a setting reruns the
-stage and everything downstream of it, and nothing else. Per-image stages skip images whose artefact is
+config sections the stage reads, of its upstream stages' hashes and of its code version — so changing a
+setting (or a release changing what a stage writes) reruns the stage and everything downstream of it, and
+nothing else. Per-image stages skip images whose artefact is
 already on disk (artefacts are written atomically, so existence means complete); a stage that finds
 leftovers from a run with a different hash clears them first.
 """
@@ -38,6 +39,9 @@ class Stage:
     needs: tuple[str, ...] | Callable[[DictConfig], tuple[str, ...]] = ()
     enabled: Callable[[DictConfig], bool] = lambda cfg: True
     doc: str = ""
+    version: int = 1
+    """Bumped when the stage's code changes what it writes for the same settings, so finished artefacts of the
+    older code are not reused."""
 
     def requires(self, cfg: DictConfig) -> tuple[str, ...]:
         """Upstream stages (``needs`` may depend on the config, e.g. the segmentation mask source)."""
@@ -52,12 +56,14 @@ ORDER = ("generate", "coco_masks", "train_cam", "make_cam", "eval_cam", "train_s
 
 
 def stage(name: str, *, sections: Iterable[str],
-          needs: Iterable[str] | Callable[[DictConfig], tuple[str, ...]] = (), enabled: Callable[[DictConfig], bool] = lambda cfg: True) -> Callable:
-    """Decorator registering ``fn(ctx) -> dict`` as a stage, kept in :data:`ORDER`."""
+          needs: Iterable[str] | Callable[[DictConfig], tuple[str, ...]] = (), enabled: Callable[[DictConfig], bool] = lambda cfg: True,
+          version: int = 1) -> Callable:
+    """Decorator registering ``fn(ctx) -> dict`` as a stage (code ``version``, see :class:`Stage`), kept in
+    :data:`ORDER`."""
 
     def wrap(fn: Callable[["Context"], dict]) -> Callable[["Context"], dict]:
         deps = needs if callable(needs) else tuple(needs)
-        STAGES[name] = Stage(name, fn, tuple(sections), deps, enabled, (fn.__doc__ or "").strip())
+        STAGES[name] = Stage(name, fn, tuple(sections), deps, enabled, (fn.__doc__ or "").strip(), version)
         ordered = sorted(STAGES.items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER))
         STAGES.clear()
         STAGES.update(ordered)
@@ -110,7 +116,9 @@ class Context:
 
 def stage_hash(ctx: Context, st: Stage) -> str:
     parts = [OmegaConf.select(ctx.cfg, s) for s in st.sections]
-    return section_hash(st.name, ctx.cfg.dataset, ctx.cfg.seed, *parts,
+    # Version 1 adds nothing, so the artefacts of runs from before versions existed stay valid.
+    version = [f"version {st.version}"] if st.version > 1 else []
+    return section_hash(st.name, ctx.cfg.dataset, ctx.cfg.seed, *parts, *version,
                         *[ctx.hashes.get(n, "") for n in st.requires(ctx.cfg)])
 
 

@@ -107,7 +107,7 @@ def fit_ids(ctx: Context) -> list[str]:
     return pool[::max(1, len(pool) // n)][:n]
 
 
-@stage("infer_seg", sections=INFER_KEYS, needs=("train_seg",))
+@stage("infer_seg", sections=INFER_KEYS, needs=("train_seg",), version=2)  # 2: DEEPLAB_CRF's kernel
 def run_infer_seg(ctx: Context) -> dict:
     """Multi-scale + flip predictions on the val split (and the test split's server export), and on
     ``seg.fit_images`` training images for the fit check."""
