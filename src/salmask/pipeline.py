@@ -3,9 +3,9 @@
 A stage is complete when its ``manifest.json`` exists and records the same *stage hash* — a hash of the
 config sections the stage reads, of its upstream stages' hashes and of its code version — so changing a
 setting (or a release changing what a stage writes) reruns the stage and everything downstream of it, and
-nothing else. Per-image stages skip images whose artefact is
-already on disk (artefacts are written atomically, so existence means complete); a stage that finds
-leftovers from a run with a different hash clears them first.
+nothing else. Per-image stages skip images whose artefact is already on disk (artefacts are written
+atomically, so existence means complete); a stage that finds leftovers from a run with a different hash
+clears them first.
 """
 from __future__ import annotations
 
