@@ -14,7 +14,7 @@ from salmask.errors import ArgumentError, InputError, SalmaskError
 from tests.conftest import salmask_env
 
 API = ["read_image", "class_activation_maps", "boundary_map", "saliency_map", "boundary_labels", "random_walk",
-       "pseudo_masks", "select_masks", "segmentation_metrics", "sod_metrics", "run", "SalmaskError"]
+       "pseudo_masks", "select_masks", "segment", "segmentation_metrics", "sod_metrics", "run", "SalmaskError"]
 
 
 def _cams(k: int = 2, h: int = 6, w: int = 7, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -283,6 +283,40 @@ def test_models_from_checkpoints(tmp_path):
         salmask.class_activation_maps(image, tmp_path / "edge.pt", [1])
     with pytest.raises(InputError, match="checkpoint not found"):
         salmask.boundary_map(image, tmp_path / "missing.pt")
+
+
+def test_segment_with_a_trained_deeplab(tmp_path):
+    """salmask.segment is infer_seg's prediction: multi-scale + flip probabilities, argmax (CRF optional)."""
+    from salmask.boundary.crf import crf_available
+    from salmask.data.transforms import to_tensor
+    from salmask.models.deeplab import build_segmenter
+    from salmask.seg.inference import predict_probs
+    from salmask.utils.train import save_checkpoint
+
+    torch.manual_seed(0)
+    net = build_segmenter("deeplabv3plus", backbone="resnet18", num_classes=5, channels=16).eval()
+    save_checkpoint(tmp_path / "seg.pt", model=net.state_dict(), arch="deeplabv3plus", backbone="resnet18",
+                    num_classes=5, channels=16, norm="bn")
+    image = np.random.default_rng(0).integers(0, 256, (37, 50, 3), dtype=np.uint8)
+    mask = salmask.segment(image, tmp_path / "seg.pt", scales=[0.5, 1.0])
+    assert mask.dtype == np.uint8 and mask.shape == (37, 50)
+    expected = predict_probs(net, to_tensor(image), scales=(0.5, 1.0), flip=True).argmax(0).numpy()
+    np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(salmask.segment(image, net, scales=[0.5, 1.0]), mask)
+    if crf_available():
+        refined = salmask.segment(image, net, crf=True)
+        assert refined.shape == (37, 50) and refined.max() < 5
+    with pytest.raises(InputError, match="checkpoint not found"):
+        salmask.segment(image, tmp_path / "missing.pt")
+    save_checkpoint(tmp_path / "cam.pt", model={}, backbone="resnet18")
+    with pytest.raises(InputError, match="cam.pt"):
+        salmask.segment(image, tmp_path / "cam.pt")
+    with pytest.raises(ArgumentError, match="scales"):
+        salmask.segment(image, net, scales=[])
+    with pytest.raises(ArgumentError, match="uint8"):
+        salmask.segment(image.astype(np.float32), net)
+    with pytest.raises(ArgumentError, match="DeepLab"):
+        salmask.segment(image, torch.nn.Conv2d(3, 5, 1))
 
 
 def test_run_returns_the_summary(tmp_path, tiny_data):

@@ -240,7 +240,7 @@ def test_infer_seg_refines_with_deeplabs_crf(tmp_path, reference_run, tiny_data,
     """seg.crf=true runs DeepLab's CRF kernel on every prediction, not the boundary labels' default kernel."""
     import shutil
 
-    import salmask.seg.stage as seg_stage
+    import salmask.seg.inference as seg_inference
     from salmask.api import run
     from salmask.boundary.crf import crf_available
 
@@ -254,11 +254,45 @@ def test_infer_seg_refines_with_deeplabs_crf(tmp_path, reference_run, tiny_data,
         calls.append(kwargs)
         return probs
 
-    monkeypatch.setattr(seg_stage, "dense_crf", recorder)
+    monkeypatch.setattr(seg_inference, "dense_crf", recorder)
     work = tmp_path / "work"
     shutil.copytree(reference_run, work)
     run("demo", tiny_overrides(work, tiny_data, "seg.crf=true", "seg.fit_images=2"),
         stages=["select", "train_seg", "infer_seg"])
     assert len(calls) == len(list((work / "infer_seg" / "val").glob("*.png"))) + 2
-    assert all(kw == seg_stage.DEEPLAB_CRF for kw in calls)
-    assert seg_stage.DEEPLAB_CRF["sxy_bilateral"] == 67 and seg_stage.DEEPLAB_CRF["srgb"] == 3
+    assert all(kw == seg_inference.DEEPLAB_CRF for kw in calls)
+    assert seg_inference.DEEPLAB_CRF["sxy_bilateral"] == 67 and seg_inference.DEEPLAB_CRF["srgb"] == 3
+
+
+def test_segment_command_repeats_infer_seg(tmp_path, reference_run, tiny_data):
+    """``salmask segment WORK_DIR IMAGES`` predicts new images with the run's DeepLab and inference settings:
+    on the val images it writes the masks infer_seg wrote; a folder without a trained DeepLab is named."""
+    import shutil
+
+    from salmask.api import run
+    from salmask.cli import main
+    from salmask.io import read_mask
+
+    from conftest import tiny_overrides
+
+    work = tmp_path / "work"
+    shutil.copytree(reference_run, work)
+    run("demo", tiny_overrides(work, tiny_data, "seg.scales=[0.75,1.0]"),
+        stages=["select", "train_seg", "infer_seg"])
+    val = sorted((work / "infer_seg" / "val").glob("*.png"))
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in val:
+        shutil.copy(tiny_data / "VOCdevkit" / "VOC2012" / "JPEGImages" / f"{p.stem}.jpg", images)
+    assert main(["segment", str(work), str(images), "--out", str(tmp_path / "out")]) == 0
+    for p in val:
+        np.testing.assert_array_equal(read_mask(tmp_path / "out" / p.name), read_mask(p))
+    # inference settings other than the run's, and one image instead of a folder
+    one = images / f"{val[0].stem}.jpg"
+    assert main(["segment", str(work), str(one), "--out", str(tmp_path / "one"), "seg.scales=[1.0]",
+                 "seg.flip=false"]) == 0
+    assert read_mask(tmp_path / "one" / val[0].name).shape == read_mask(val[0]).shape
+    shutil.rmtree(work / "train_seg")
+    assert main(["segment", str(work), str(images), "--out", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()
+

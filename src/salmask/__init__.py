@@ -11,6 +11,7 @@ a docstring says torch too; shapes and ranges in each docstring):
 * ``random_walk(cams, boundary, *, beta, exp_times, radius)`` -> the exact walk, sparse, O(pixels) memory
 * ``pseudo_masks(cams, boundary, keys, *, bg_score)`` -> class-id mask [H,W] and soft scores [K,H,W]
 * ``select_masks(pseudo, saliency, labels)`` -> the Salient Object Selector on arrays or folders
+* ``segment(image, checkpoint)`` -> class-id mask [H,W] from a trained DeepLab
 * ``segmentation_metrics(pred, gt)``, ``sod_metrics(pred, gt)`` -> metric dicts
 * ``run(preset, **overrides)`` -> the pipeline's summary, artefacts on disk
 
@@ -27,14 +28,15 @@ from salmask.errors import SalmaskError
 
 __all__ = [
     "read_image", "class_activation_maps", "boundary_map", "saliency_map", "boundary_labels", "random_walk",
-    "pseudo_masks", "select_masks", "segmentation_metrics", "sod_metrics", "run", "SalmaskError",
+    "pseudo_masks", "select_masks", "segment", "segmentation_metrics", "sod_metrics", "run", "SalmaskError",
 ]
 _LAZY = {name: "salmask.api" for name in __all__ if name != "SalmaskError"}
 _SUBMODULES = ("api", "compat")
 
 if TYPE_CHECKING:
     from salmask.api import (boundary_labels, boundary_map, class_activation_maps, pseudo_masks, random_walk,
-                             read_image, run, saliency_map, segmentation_metrics, select_masks, sod_metrics)
+                             read_image, run, saliency_map, segment, segmentation_metrics, select_masks,
+                             sod_metrics)
 
 
 def __getattr__(name: str) -> Any:

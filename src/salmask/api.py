@@ -25,7 +25,7 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 __all__ = [
     "read_image", "class_activation_maps", "boundary_map", "saliency_map", "boundary_labels", "random_walk",
-    "pseudo_masks", "select_masks", "segmentation_metrics", "sod_metrics", "run", "SalmaskError",
+    "pseudo_masks", "select_masks", "segment", "segmentation_metrics", "sod_metrics", "run", "SalmaskError",
 ]
 
 
@@ -416,6 +416,43 @@ def _select_arrays(pseudo: Any, saliency: Any, labels: Any, soft: Any, gt: Any, 
     if isinstance(pseudo, Mapping):
         return {k: selected[str(k)] for k in pseudo}, report
     return [selected[i] for i in ids], report
+
+
+# ----------------------------------------------------------------------------------------------------
+# The segmentation network
+
+def segment(image: np.ndarray, checkpoint: PathLike | torch.nn.Module, *, scales: Sequence[float] = (1.0,),
+            flip: bool = True, crf: bool = False, device: str | torch.device | None = None) -> np.ndarray:
+    """The class-id mask of one image from a trained DeepLab, as the ``infer_seg`` stage predicts it.
+
+    Args:
+        image: RGB uint8 [H,W,3].
+        checkpoint: a ``train_seg/model.pt`` written by salmask, or a loaded DeepLab
+            (:func:`salmask.models.deeplab.build_segmenter`).
+        scales: inference scales; probabilities are averaged over scales (and horizontal flips with
+            ``flip``). A run's own figures come from its ``seg.scales`` (``voc_cpu``: 0.625, 0.875).
+        crf: refine the probabilities with DeepLab's dense CRF (``seg.crf``; needs ``salmask[crf]``).
+
+    Returns:
+        uint8 [H,W]: class ids 0..K-1 (0 background).
+    """
+    from salmask.boundary.crf import crf_enabled
+    from salmask.seg.inference import segment as segment_images
+    from salmask.seg.train import load_seg_model
+
+    image = _image(image)
+    device = _device(device)
+    scales = [_number(s, "scales", 1e-3, 1e3) for s in scales]
+    if not scales:
+        raise ArgumentError("scales must hold at least one scale")
+    use_crf = crf_enabled(bool(crf), "crf")
+    if isinstance(checkpoint, (str, os.PathLike)):
+        model = load_seg_model(Path(checkpoint), None, device)
+    elif isinstance(checkpoint, torch.nn.Module) and hasattr(checkpoint, "backbone"):
+        model = checkpoint.to(device).eval()
+    else:
+        raise ArgumentError(f"checkpoint must be a path or a DeepLab model, got {type(checkpoint).__name__}")
+    return segment_images(model, [image], scales=scales, flip=bool(flip), crf=use_crf)[0]
 
 
 # ----------------------------------------------------------------------------------------------------

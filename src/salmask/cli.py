@@ -109,6 +109,49 @@ def _cmd_saliency(a: argparse.Namespace) -> None:
           f"(+{t1 - t0:.1f} s loading the model)")
 
 
+def _cmd_segment(a: argparse.Namespace) -> None:
+    import time
+
+    from salmask.boundary.crf import crf_enabled
+    from salmask.config import load_config
+    from salmask.data.duts import IMAGE_SUFFIXES
+    from salmask.data.meta import voc_palette
+    from salmask.errors import InputError
+    from salmask.io import read_image, write_png
+    from salmask.pipeline import Context
+    from salmask.seg.inference import prepare_model, segment
+    from salmask.seg.train import load_seg_model
+
+    work = Path(a.work_dir)
+    checkpoint, config = work / "train_seg" / "model.pt", work / "config.yaml"
+    if not config.is_file():
+        raise InputError(config, "not a salmask work directory (no config.yaml)")
+    if not checkpoint.is_file():
+        raise InputError(checkpoint, "no trained DeepLab in this work directory; run its train_seg stage first")
+    images = Path(a.images)
+    if images.is_dir():
+        paths = {p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    elif images.is_file():
+        paths = {images.stem: images}
+    else:
+        raise InputError(images, "no such image or folder")
+    if not paths:
+        raise InputError(images, "no .jpg/.png images")
+    cfg = load_config(str(config), [f"device={a.device}", *a.overrides])  # the run's inference settings
+    s, ctx = cfg.seg, Context(cfg, work)
+    use_crf = crf_enabled(s.crf, "seg.crf")
+    t0 = time.perf_counter()
+    model = prepare_model(load_seg_model(checkpoint, s, ctx.device), ctx.device)
+    out, palette = Path(a.out), voc_palette()
+    t1 = time.perf_counter()
+    for i, path in paths.items():
+        mask = segment(model, [read_image(path)], scales=tuple(s.scales), flip=s.flip, crf=use_crf, amp=ctx.amp)[0]
+        write_png(out / f"{i}.png", mask, palette)
+    t2 = time.perf_counter()
+    print(f"{len(paths)} masks in {out} (scales {list(s.scales)}, flip {s.flip}, CRF {use_crf}): {t2 - t1:.1f} s, "
+          f"{len(paths) / (t2 - t1):.2f} images/s (+{t1 - t0:.1f} s loading the model)")
+
+
 def _cmd_select(a: argparse.Namespace) -> None:
     from salmask.select.cli import select_main
 
@@ -204,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("overrides", nargs="*", help="saliency.KEY=VALUE settings, e.g. saliency.batch_size=4")
     sa.set_defaults(fn=_cmd_saliency)
 
+    sg = sub.add_parser("segment", help="class-id masks of new images from a run's trained DeepLab")
+    sg.add_argument("work_dir", help="the run's work directory (its train_seg/model.pt and config.yaml)")
+    sg.add_argument("images", help="an image or a folder of .jpg/.png images")
+    sg.add_argument("--out", required=True, help="folder for the {stem}.png masks (VOC palette)")
+    sg.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    sg.add_argument("overrides", nargs="*", help="seg.KEY=VALUE inference settings instead of the run's, e.g. "
+                                                 "seg.scales=[1.0] seg.crf=false")
+    sg.set_defaults(fn=_cmd_segment)
+
     sel = sub.add_parser("select", help="Salient Object Selector on any folder of pseudo masks")
     from salmask.select.cli import add_select_arguments
     add_select_arguments(sel)
@@ -242,7 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides after an option (argparse ends a '*' positional at the first option)
+        if hasattr(args, "overrides") and all(re.fullmatch(r"[A-Za-z_][\w.]*=.*", x) for x in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over ulimit -f a write fails with EFBIG: a clear error
     try:

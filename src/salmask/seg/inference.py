@@ -1,7 +1,8 @@
 """Multi-scale + flip inference for the segmentation networks, and the VOC test-server export.
 
 The model is used as given: call :func:`prepare_model` (or ``model.eval()``) first. Probabilities come
-back on the model's device as float32.
+back on the model's device as float32; :func:`segment` turns images into class-id masks as ``infer_seg``
+does (probabilities, DeepLab's dense CRF where asked, argmax).
 """
 from __future__ import annotations
 
@@ -11,15 +12,22 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from salmask.boundary.crf import dense_crf
+from salmask.data.transforms import to_tensor
 from salmask.errors import InputError
 from salmask.io import read_mask
 
 SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 VOC_TEST_DIR = "results/VOC2012/Segmentation/comp6_test_cls"
+DEEPLAB_CRF = dict(iterations=10, sxy_gauss=1, compat_gauss=3, sxy_bilateral=67, srgb=3, compat_bilateral=4)
+"""DeepLab's dense CRF for its predictions (DeepLab-v2's VOC setting: positional w 3 / xy 1, bilateral w 4 /
+xy 67 / rgb 3), rather than :func:`dense_crf`'s defaults (the boundary labels' kernel). On voc-real's training
+split (1500-step voc_cpu probe, fit / held out) 75.6 / 44.7 against 75.0 / 44.4."""
 
 
 def prepare_model(model: nn.Module, device: torch.device | str) -> nn.Module:
@@ -112,6 +120,25 @@ def predict_batch(model: nn.Module, images: Sequence[Tensor], *, scales: Sequenc
             for i, p in zip(idx, probs):
                 out[i] = p
     return out  # type: ignore[return-value]
+
+
+def segment(model: nn.Module, images: Sequence[np.ndarray], *, scales: Sequence[float] = SCALES,
+            flip: bool = True, crf: bool = False, amp: bool = False, batch: int = 1) -> list[np.ndarray]:
+    """Class-id masks uint8 [H_i, W_i] of RGB uint8 images [H_i, W_i, 3], as ``infer_seg`` writes them.
+
+    :func:`predict_batch`'s probabilities (``batch`` as there), refined by DeepLab's dense CRF
+    (:data:`DEEPLAB_CRF`) when ``crf``, then the most probable class of each pixel.
+    """
+    device = next(model.parameters()).device
+    probs = predict_batch(model, [to_tensor(img).to(device) for img in images], scales=scales, flip=flip,
+                          amp=amp, batch=batch)
+    masks = []
+    for img, prob in zip(images, probs):
+        prob = prob.float().cpu().numpy()
+        if crf:
+            prob = dense_crf(img, prob, **DEEPLAB_CRF)
+        masks.append(prob.argmax(0).astype(np.uint8))
+    return masks
 
 
 def export_voc_test(pred_dir: str | os.PathLike, out_tar: str | os.PathLike, ids: Iterable[str],

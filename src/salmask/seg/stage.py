@@ -3,15 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from salmask.boundary.crf import crf_enabled, crf_package, dense_crf
-from salmask.data.transforms import to_tensor
+from salmask.boundary.crf import crf_enabled, crf_package
 from salmask.errors import InputError
 from salmask.io import read_image, write_png
 from salmask.pipeline import Context, stage
-from salmask.seg.inference import export_voc_test, predict_batch, prepare_model
+from salmask.seg.inference import export_voc_test, prepare_model, segment
 from salmask.seg.train import load_seg_model, train_seg
 from salmask.stage_utils import image_size, prefetch, size_batches, todo
 from salmask.utils import dist
@@ -42,12 +38,6 @@ TRAIN_KEYS = tuple(f"seg.{k}" for k in ("arch", "backbone", "pretrained", "norm"
 """What DeepLab's weights depend on: changing an inference setting (below) retrains nothing."""
 INFER_KEYS = ("seg.scales", "seg.flip", "seg.crf", "seg.fit_images")
 """What the predictions depend on besides the weights (``infer_batch`` and ``checkpoint_every`` change how, not what)."""
-
-DEEPLAB_CRF = dict(iterations=10, sxy_gauss=1, compat_gauss=3, sxy_bilateral=67, srgb=3, compat_bilateral=4)
-"""DeepLab's dense CRF for its predictions (DeepLab-v2's VOC setting: positional w 3 / xy 1, bilateral w 4 /
-xy 67 / rgb 3), rather than :func:`dense_crf`'s defaults (the boundary labels' kernel). On voc-real's training
-split (1500-step voc_cpu probe, fit / held out) 75.6 / 44.7 against 75.0 / 44.4."""
-
 
 def _needs(cfg) -> tuple[str, ...]:
     masks = {"select": ("select",), "pseudo": ("make_pseudo",)}.get(cfg.seg.source, ())
@@ -81,14 +71,10 @@ def _infer(ctx: Context, images, ids: list[str], out: Path) -> None:
     bar = progress_bar("infer_seg", total=len(ids))
     load = lambda batch_ids: [read_image(images.image_path(i)) for i in batch_ids]  # noqa: E731
     for batch_ids, arrays in prefetch(batches, load):
-        with torch.no_grad():
-            probs = predict_batch(model, [to_tensor(img).to(ctx.device) for img in arrays], scales=tuple(s.scales),
-                                  flip=s.flip, amp=ctx.amp, batch=per_size[sizes[batch_ids[0]]])
-        for i, img, prob in zip(batch_ids, arrays, probs):
-            prob = prob.float().cpu().numpy()
-            if use_crf:
-                prob = dense_crf(img, prob, **DEEPLAB_CRF)
-            write_png(out / f"{i}.png", prob.argmax(0).astype(np.uint8), images.meta.palette)
+        masks = segment(model, arrays, scales=tuple(s.scales), flip=s.flip, crf=use_crf, amp=ctx.amp,
+                        batch=per_size[sizes[batch_ids[0]]])
+        for i, mask in zip(batch_ids, masks):
+            write_png(out / f"{i}.png", mask, images.meta.palette)
         bar.update(len(batch_ids))
     bar.close()
 
@@ -107,7 +93,7 @@ def fit_ids(ctx: Context) -> list[str]:
     return pool[::max(1, len(pool) // n)][:n]
 
 
-@stage("infer_seg", sections=INFER_KEYS, needs=("train_seg",), version=2)  # 2: DEEPLAB_CRF's kernel
+@stage("infer_seg", sections=INFER_KEYS, needs=("train_seg",), version=2)  # 2: inference.DEEPLAB_CRF's kernel
 def run_infer_seg(ctx: Context) -> dict:
     """Multi-scale + flip predictions on the val split (and the test split's server export), and on
     ``seg.fit_images`` training images for the fit check."""

@@ -97,12 +97,16 @@ def train_seg(ids: list[str], image_path, mask_dir: Path, num_classes: int, cfg,
                   out_dir=out_dir, desc="train_seg", amp=amp, checkpoint_every=cfg.checkpoint_every,
                   tensorboard=tensorboard)
     save_checkpoint(out_dir / "model.pt", model=model.state_dict(), arch=cfg.arch, backbone=cfg.backbone,
-                    num_classes=num_classes, channels=cfg.channels)
+                    num_classes=num_classes, channels=cfg.channels, norm=cfg.norm)
     return {"steps": len(history), "final_loss": history[-1]["loss"] if history else None}
 
 
-def load_seg_model(path: Path, cfg, device: torch.device) -> torch.nn.Module:
+def load_seg_model(path: Path, cfg=None, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The DeepLab of a ``train_seg/model.pt``, in eval mode on ``device``. The checkpoint names its
+    architecture; ``cfg`` (the run's ``seg`` section) gives the head's norm for checkpoints that predate
+    recording it."""
     model = model_from_checkpoint(path, lambda c: build_segmenter(
         str(c["arch"]), backbone=str(c["backbone"]), num_classes=int(c["num_classes"]), pretrained=False,
-        norm=cfg.norm, channels=int(c.get("channels", 256))), ("model", "arch", "backbone", "num_classes"))
+        norm=str(c.get("norm", cfg.norm if cfg is not None else "bn")), channels=int(c.get("channels", 256))),
+        ("model", "arch", "backbone", "num_classes"))
     return model.to(device).eval()
