@@ -76,12 +76,22 @@ def _cmd_sod_eval(a: argparse.Namespace) -> None:
         write_json(a.json, scores)
 
 
+def _folder_images(folder: Path) -> dict[str, Path]:
+    """``{stem: path}`` of the .jpg/.png images in ``folder``, sorted; an InputError naming it when it has none."""
+    from salmask.data.duts import IMAGE_SUFFIXES
+    from salmask.errors import InputError
+
+    paths = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if not paths:
+        raise InputError(folder, "no .jpg/.png images")
+    return paths
+
+
 def _cmd_saliency(a: argparse.Namespace) -> None:
     import time
     from importlib import resources
 
     from salmask.config import load_config
-    from salmask.data.duts import IMAGE_SUFFIXES
     from salmask.errors import InputError
     from salmask.io import write_gray
     from salmask.pipeline import Context
@@ -90,9 +100,7 @@ def _cmd_saliency(a: argparse.Namespace) -> None:
     images = Path(a.images)
     if not images.is_dir():
         raise InputError(images, "image folder not found")
-    paths = {p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    if not paths:
-        raise InputError(images, "no .jpg/.png images")
+    paths = _folder_images(images)
     overrides = [f"saliency.source={a.source}", *([f"saliency.model={a.model}"] if a.model else []),
                  f"device={a.device}", *a.overrides]
     with resources.as_file(resources.files("salmask.configs") / "base.yaml") as base:
@@ -114,7 +122,6 @@ def _cmd_segment(a: argparse.Namespace) -> None:
 
     from salmask.boundary.crf import crf_enabled
     from salmask.config import load_config
-    from salmask.data.duts import IMAGE_SUFFIXES
     from salmask.data.meta import voc_palette
     from salmask.errors import InputError
     from salmask.io import read_image, write_png
@@ -130,13 +137,11 @@ def _cmd_segment(a: argparse.Namespace) -> None:
         raise InputError(checkpoint, "no trained DeepLab in this work directory; run its train_seg stage first")
     images = Path(a.images)
     if images.is_dir():
-        paths = {p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        paths = _folder_images(images)
     elif images.is_file():
         paths = {images.stem: images}
     else:
         raise InputError(images, "no such image or folder")
-    if not paths:
-        raise InputError(images, "no .jpg/.png images")
     cfg = load_config(str(config), [f"device={a.device}", *a.overrides])  # the run's inference settings
     s, ctx = cfg.seg, Context(cfg, work)
     use_crf = crf_enabled(s.crf, "seg.crf")
