@@ -55,7 +55,7 @@ def test_quick_demo(tmp_path, capsys):
 
 
 def test_study_rejects_an_unknown_ablation(tmp_path):
-    from salmask.demo import run_study
+    from salmask.study import run_study
     from salmask.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown ablation 'crf'"):

@@ -277,7 +277,7 @@ def test_timings_section_lists_own_stages_of_each_run(tmp_path):
 def test_crf_masks_get_their_own_row(tmp_path):
     """With walk.crf, eval_pseudo scores the CRF masks too (BES and SBE score both): the printed summary and the
     report show them as a row of their own."""
-    from salmask.demo import build_summary, format_summary
+    from salmask.summary import build_summary, format_summary
     from salmask.report.html import EVAL_STAGES, metrics_section
 
     plain = {"mIoU": 40.0, "Acc": 60.0, "Acc_class": 50.0, "fwIoU": 45.0}
@@ -286,7 +286,7 @@ def test_crf_masks_get_their_own_row(tmp_path):
     assert summary["sbe_crf"]["mIoU"] == 43.5
     assert "dense CRF (walk.crf)" in format_summary(summary)
     assert "sbe_crf" not in build_summary({"eval_pseudo": {"metrics": plain}}, {})
-    manifests = {stage: None for stage, _, _ in EVAL_STAGES}
+    manifests = {st.name: None for st in EVAL_STAGES}
     manifests["eval_pseudo"] = {**plain, "crf": crf}
     html = metrics_section(tmp_path, manifests)
     assert "SBE + dense CRF" in html and "43.50" in html

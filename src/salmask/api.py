@@ -529,10 +529,10 @@ def run(preset: str = "demo", overrides: Sequence[str] = (), *, stages: Sequence
 
     Returns:
         the metric summary the CLI prints (``cam``, ``sod``, ``sbe``, ``sos``, ``seg`` as present; see
-        :func:`salmask.demo.build_summary`) plus ``stages``: {stage: manifest} and ``work_dir``.
+        :func:`salmask.summary.build_summary`) plus ``stages``: {stage: manifest} and ``work_dir``.
     """
     from salmask.config import load_config
-    from salmask.demo import build_summary
+    from salmask.summary import build_summary
     from salmask.pipeline import run_pipeline
 
     items = [*overrides]

@@ -13,7 +13,7 @@ from salmask.errors import SalmaskError
 
 def _cmd_run(a: argparse.Namespace) -> None:
     from salmask.api import run
-    from salmask.demo import format_summary
+    from salmask.summary import format_summary
 
     stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
     summary = run(a.config, a.overrides, stages=stages, force=a.force)
@@ -28,7 +28,8 @@ def _cmd_demo(a: argparse.Namespace) -> None:
 
 
 def _cmd_study(a: argparse.Namespace) -> None:
-    from salmask.demo import ABLATIONS, run_study
+    from salmask.study import run_study
+    from salmask.variants import ABLATIONS
 
     names = tuple(ABLATIONS) if a.ablation is None else tuple(n for n in a.ablation.split(",") if n)
     run_study(a.config, a.overrides, work_dir=Path(a.work_dir) if a.work_dir else None, ablations=names)
@@ -36,7 +37,6 @@ def _cmd_study(a: argparse.Namespace) -> None:
 
 def _cmd_stages(a: argparse.Namespace) -> None:
     from salmask.pipeline import STAGES
-    import salmask.stages  # noqa: F401
 
     for st in STAGES.values():
         print(f"{st.name:<22} {first_sentence(st.doc or '')}")
@@ -94,7 +94,7 @@ def _cmd_saliency(a: argparse.Namespace) -> None:
     from salmask.config import load_config
     from salmask.errors import InputError
     from salmask.io import write_gray
-    from salmask.pipeline import Context
+    from salmask.registry import Context
     from salmask.saliency.stage import predict_files, predictor
 
     images = Path(a.images)
@@ -125,7 +125,7 @@ def _cmd_segment(a: argparse.Namespace) -> None:
     from salmask.data.meta import voc_palette
     from salmask.errors import InputError
     from salmask.io import read_image, write_png
-    from salmask.pipeline import Context
+    from salmask.registry import Context
     from salmask.seg.inference import prepare_model, segment
     from salmask.seg.train import load_seg_model
 

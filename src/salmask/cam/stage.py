@@ -5,7 +5,7 @@ from salmask.cam.evaluate import ThresholdSweep
 from salmask.cam.infer import cams_for_batch
 from salmask.cam.train import load_cam_model, train_cam
 from salmask.io import load_npz, read_image, read_mask, save_npz, write_json
-from salmask.pipeline import Context, stage
+from salmask.registry import Context, stage
 from salmask.stage_utils import eval_ids, image_size, prefetch, size_batches, todo
 from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
@@ -16,7 +16,8 @@ TRAIN_KEYS = tuple(f"cam.{k}" for k in ("backbone", "pretrained", "batch_size", 
 """What the classifier's weights depend on; inference scales and evaluation thresholds are not among them."""
 
 
-@stage("train_cam", sections=TRAIN_KEYS, needs=("generate",))
+@stage("train_cam", sections=TRAIN_KEYS, needs=("generate",), label="CAM classifier", reads=("train_split",),
+       labels=("train_split",), checkpoint_bytes=400e6, model=("cam", "backbone"))
 def run_train_cam(ctx: Context) -> dict:
     """Train the CAM classifier on image-level labels."""
     images = ctx.split("train_split")
@@ -26,7 +27,8 @@ def run_train_cam(ctx: Context) -> dict:
                      num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, tensorboard=ctx.cfg.tensorboard)
 
 
-@stage("make_cam", sections=("cam.scales",), needs=("train_cam",))
+@stage("make_cam", sections=("cam.scales",), needs=("train_cam",), label="CAMs", reads=("pseudo_split",),
+       labels=("pseudo_split",), bytes_per_pixel=4.0)
 def run_make_cam(ctx: Context) -> dict:
     """Multi-scale flip-averaged CAMs of the pseudo-mask split, stride 4 and full size, per image .npz."""
     images = ctx.split("pseudo_split")
@@ -51,7 +53,8 @@ def run_make_cam(ctx: Context) -> dict:
     return {"images": len(images.ids)}
 
 
-@stage("eval_cam", sections=("cam.eval_thresholds", "cam.bg_threshold"), needs=("make_cam",))
+@stage("eval_cam", sections=("cam.eval_thresholds", "cam.bg_threshold"), needs=("make_cam",), label="CAM",
+       reads=("pseudo_split", "eval_split"), masks=("eval_split",))
 def run_eval_cam(ctx: Context) -> dict:
     """CAM mIoU on the evaluation split for a sweep of background thresholds."""
     images = ctx.split("pseudo_split")

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from salmask.data.datasets import check_id
+from salmask.data.ids import check_id
 from salmask.data.meta import COCO, COCO_CATEGORY_IDS
 from salmask.errors import InputError
 from salmask.io import read_json, write_bytes_atomic, write_json, write_png

@@ -7,7 +7,6 @@ convention for VOC/COCO — the classes present in the segmentation masks, deriv
 from __future__ import annotations
 
 import json
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,25 +15,12 @@ from typing import Callable
 import numpy as np
 from omegaconf import DictConfig
 
+from salmask.data import coco
+from salmask.data.ids import check_id, read_id_list
 from salmask.data.meta import COCO, VOC, DatasetMeta
+from salmask.data.synthetic import read_info
 from salmask.errors import ConfigError, InputError
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-
-
-def check_id(image_id: str, source: Path) -> str:
-    """Ids come from list files; one that could escape the dataset root (``../x``, ``/x``) is refused."""
-    if not _SAFE_ID.match(image_id) or ".." in image_id:
-        raise InputError(source, f"unsafe image id {image_id!r} (ids may hold letters, digits, _ . -)")
-    return image_id
-
-
-def read_id_list(path: Path) -> list[str]:
-    from salmask.io import read_text
-
-    ids = [line.split()[0] for line in read_text(path, "split list").splitlines() if line.strip()]
-    return [check_id(i, path) for i in ids]
-
+from salmask.io import read_json, read_mask, read_text, write_json
 
 @dataclass
 class ImageSet:
@@ -70,7 +56,6 @@ class ImageSet:
 
 def _labels_from_masks(ids: list[str], mask_path: Callable[[str], Path | None], meta: DatasetMeta,
                        cache: Path | None) -> dict[str, list[int]]:
-    from salmask.io import read_mask, write_json
 
     cached = {}
     if cache is not None and cache.is_file():
@@ -154,8 +139,6 @@ def coco_split(root: str | Path, split: str, meta: DatasetMeta = COCO, label_cac
     Otherwise VOC-style PNGs: images in ``{root}/{split}2014/`` (or ``{root}/JPEGImages/{split}/``), masks
     in ``{root}/SegmentationClass/{split}2014/`` (or ``SegmentationClass/{split}/``, ``mask/{split}2014/``),
     labels from the masks; ids from ``{root}/ImageSets/{split}.txt`` when present, else every image."""
-    from salmask.data import coco
-
     root = Path(root).expanduser()
     if coco.annotation_file(root, split).is_file():
         if work_dir is None:
@@ -178,18 +161,16 @@ def coco_split(root: str | Path, split: str, meta: DatasetMeta = COCO, label_cac
 
 
 def _coco_json_split(root: Path, split: str, meta: DatasetMeta, work_dir: Path) -> ImageSet:
-    from salmask.data.coco import CocoCache, image_dir
 
-    cache = CocoCache(root, split, work_dir)
+    cache = coco.CocoCache(root, split, work_dir)
     images = cache.index()["images"]
-    folder = image_dir(root, split)
+    folder = coco.image_dir(root, split)
     labels = {i: list(v["labels"]) for i, v in images.items()}
     return ImageSet(meta, list(images), lambda i: folder / images[i]["file"], cache.mask_path, labels, root)
 
 
 def read_label_file(path: Path, meta: DatasetMeta) -> dict[str, list[int]]:
     """JSON ``{id: [class names or ids]}`` or text lines ``id c1 c2 ...`` (names or ids 1..C)."""
-    from salmask.io import read_text
 
     text = read_text(path, "label file")
     try:
@@ -235,7 +216,6 @@ def folder_split(images: str | Path, labels: str | Path | None, classes: list[st
 
 
 def synthetic_meta(root: Path) -> DatasetMeta:
-    from salmask.io import read_json
 
     info = read_json(root / "meta.json")
     return DatasetMeta("synthetic", tuple(info["classes"]))
@@ -261,7 +241,6 @@ def _build_split(cfg: DictConfig, split: str, work_dir: Path, need_labels: bool)
             raise ConfigError("dataset.root is not set (the folder holding train2014/ and val2014/)")
         return coco_split(d.root, split, COCO, cache, need_labels, work_dir)
     if d.kind == "synthetic":
-        from salmask.data.synthetic import read_info
 
         root = Path(d.root) if d.root else work_dir / "data"
         images = voc_split(root, split, synthetic_meta(root), cache, need_labels=False)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from salmask.pipeline import Context, stage
+from salmask.registry import Context, stage
 from salmask.utils import dist
 
 
-@stage("generate", sections=(), enabled=lambda cfg: cfg.dataset.kind == "synthetic")
+@stage("generate", sections=(), enabled=lambda cfg: cfg.dataset.kind == "synthetic", label="synthetic dataset")
 def run_generate(ctx: Context) -> dict:
     """Generate the synthetic WSSS set and its salient-object set under the work directory."""
     from salmask.data.synthetic import generate
@@ -34,7 +34,7 @@ def _coco_splits(cfg: DictConfig) -> list[str]:
     return [s for s in names if annotation_file(d.root, str(s)).is_file()]
 
 
-@stage("coco_masks", sections=(), enabled=lambda cfg: bool(_coco_splits(cfg)))
+@stage("coco_masks", sections=(), enabled=lambda cfg: bool(_coco_splits(cfg)), label="COCO masks")
 def run_coco_masks(ctx: Context) -> dict:
     """COCO from its JSON annotations: index the splits, rasterise the evaluation masks once (cached)."""
     from salmask.data.coco import cache_split

@@ -14,7 +14,7 @@ from salmask.cam.evaluate import ThresholdSweep, class_lut, scores_to_index, wit
 from salmask.errors import ConfigError, InputError
 from salmask.io import load_npz, read_gray, read_image, save_npz, write_png
 from salmask.metrics.confusion import ConfusionMatrix
-from salmask.pipeline import Context, stage
+from salmask.registry import Context, stage
 from salmask.refine import postprocess
 from salmask.refine.bg_score import GRID, SaliencyAgreement, choose
 from salmask.refine.edges import walk_boundary
@@ -75,7 +75,8 @@ def resolve_bg_score(ctx: Context, ids: list[str]) -> tuple[float, list[dict] | 
     return score, curve
 
 
-@stage("make_pseudo", sections=("walk",), needs=_needs)
+@stage("make_pseudo", sections=("walk",), needs=_needs, label="pseudo masks", reads=("pseudo_split",),
+       bytes_per_pixel=6.0, crf_key="walk.crf")
 def run_make_pseudo(ctx: Context) -> dict:
     """Pseudo masks: the random walk of the CAMs inside the boundary evidence, then argmax against a background
     score (fixed, or chosen by agreement with saliency)."""
@@ -135,7 +136,8 @@ def score_masks(ctx: Context, folder, ids: list[str]) -> dict:
     return res
 
 
-@stage("eval_pseudo", sections=("walk",), needs=("make_pseudo",))
+@stage("eval_pseudo", sections=("walk",), needs=("make_pseudo",), label="pseudo masks: SBE",
+       reads=("pseudo_split", "eval_split"), masks=("eval_split",))
 def run_eval_pseudo(ctx: Context) -> dict:
     """Pseudo-mask metrics on the evaluation split (all images and the single-class subset), and the walk's
     scores re-cut at each background score of a sweep (what ground truth would have chosen)."""

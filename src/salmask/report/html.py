@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import salmask.stages  # noqa: F401  (registers the stages)
 from salmask.errors import InputError
+from salmask.registry import STAGES
+from salmask.variants import variant_label
 from salmask.io import read_json, write_bytes_atomic
 from salmask.report.grid import (BOUNDARY_CODES, COLUMNS, Tile, WorkView, display_size, fit, image_tiles,
                                  legend_classes, open_work_dir)
@@ -28,15 +31,10 @@ TILE_SIDE = 128
 HEADLINE = ("mIoU", "Acc", "Acc_class", "fwIoU")
 SMOKE_BANNER = ("SMOKE RUN (--quick): every stage ran, but its models trained for seconds, so these figures "
                 "rank nothing. `salmask demo` (no --quick) gives the comparison.")
-# stage, table label, bar-chart label
-EVAL_STAGES = (("eval_cam", "CAM", "CAM"), ("eval_pseudo", "pseudo masks: SBE", "SBE"),
-               ("eval_select", "pseudo masks: SBE + Selector (SOS)", "SOS"),
-               ("eval_seg", "segmentation (val)", "seg"))
-ABLATION_LABELS = {"bes": "BES labels + BES loss", "sbe_labels_bes_loss": "SBE labels + BES loss",
-                   "sbe_classic_saliency": "SBE, classic saliency", "walk_learned": "SBE, walk in learned edges",
-                   "walk_saliency": "SBE, walk in saliency edges", "walk_both": "SBE, walk in both edges"}
-HISTORIES = (("train_cam", "CAM classifier"), ("train_boundary", "boundary network"),
-             ("train_sod", "RGB-SOD network"), ("train_seg", "segmentation network"))
+EVAL_STAGES = tuple(st for st in STAGES.values() if st.masks)
+"""The stages that score against ground truth, in pipeline order: the rows of the metric table."""
+TRAINED = tuple(st for st in STAGES.values() if st.model is not None)
+"""The training stages, whose loss curves the report draws."""
 _NOT_CURVES = {"step", "epoch", "lr", "seconds"}
 
 CSS = """
@@ -76,7 +74,7 @@ def build_report(work_dir: Path) -> str:
     """The HTML text of the report of ``work_dir``."""
     work_dir = Path(work_dir).expanduser().resolve()
     view = open_work_dir(work_dir)
-    manifests = {st: _read_metrics(work_dir / st / "manifest.json") for st, _, _ in EVAL_STAGES}
+    manifests = {st.name: _read_metrics(work_dir / st.name / "manifest.json") for st in EVAL_STAGES}
     pseudo_rows = [(i, image_tiles(view, i)) for i in pick_pseudo_ids(view)]
     val_rows = [(i, image_tiles(view, i)) for i in pick_val_ids(view)]
     all_tiles = [t for _, ts in pseudo_rows + val_rows for t in ts]
@@ -193,7 +191,8 @@ def metrics_section(work_dir: Path, manifests: dict[str, dict | None]) -> str:
         except (InputError, AttributeError):
             return None
 
-    for stage, label, _ in EVAL_STAGES:
+    for st in EVAL_STAGES:
+        stage, label = st.name, st.label
         m = manifests[stage]
         note = ""
         if stage == "eval_cam" and m is not None:
@@ -204,7 +203,7 @@ def metrics_section(work_dir: Path, manifests: dict[str, dict | None]) -> str:
         if stage == "eval_pseudo":
             for vdir in sorted((work_dir / "ablation").glob("*/eval_pseudo")):
                 name = vdir.parent.name
-                row(f"ablation: {ABLATION_LABELS.get(name, name)}", _read_metrics(vdir / "manifest.json"),
+                row(f"ablation: {variant_label(name)}", _read_metrics(vdir / "manifest.json"),
                     _bg_note(vdir.parent / "make_pseudo", vdir), images=images_of(f"ablation/{name}/eval_pseudo"))
         row(label, m, note, images_of(stage))
         if stage == "eval_pseudo" and m is not None and isinstance(m.get("crf"), dict):
@@ -246,10 +245,7 @@ def stage_seconds(stage_dir: Path) -> float | None:
 
 def timings_section(work_dir: Path) -> str:
     """Each finished stage's wall time (main run, then each ablation variant's own stages) in a table."""
-    from salmask.pipeline import STAGES
-    import salmask.stages  # noqa: F401  (registers the stages)
-
-    runs = [("main run", work_dir)] + [(f"ablation: {ABLATION_LABELS.get(d.name, d.name)}", d)
+    runs = [("main run", work_dir)] + [(f"ablation: {variant_label(d.name)}", d)
                                        for d in sorted((work_dir / "ablation").glob("*")) if d.is_dir()]
     rows = []
     for label, folder in runs:
@@ -307,8 +303,8 @@ def _png(fig) -> bytes:
 
 def per_class_chart(manifests: dict[str, dict | None], classes: tuple[str, ...]) -> bytes | None:
     """Grouped bars: IoU of every class at each evaluated stage; None when no stage was evaluated."""
-    series = [(short, m["per_class"]) for stage, _, short in EVAL_STAGES
-              if (m := manifests[stage]) and isinstance(m.get("per_class"), dict)]
+    series = [(st.label, m["per_class"]) for st in EVAL_STAGES
+              if (m := manifests[st.name]) and isinstance(m.get("per_class"), dict)]
     if not series:
         return None
     names = list(classes) + [c for _, pc in series for c in pc if c not in classes]
@@ -332,10 +328,11 @@ def per_class_chart(manifests: dict[str, dict | None], classes: tuple[str, ...])
 
 def loss_chart(work_dir: Path) -> bytes:
     """One panel per training stage: ``loss`` (bold) and its logged parts against step (or epoch)."""
-    fig, axes = _figure(12, 6.5, 2, 2)
-    for ax, (stage, title) in zip(axes.flat, HISTORIES):
-        ax.set_title(title, fontsize=10)
-        path = work_dir / stage / "history.json"
+    rows = math.ceil(len(TRAINED) / 2)
+    fig, axes = _figure(12, 3.25 * rows, rows, 2)
+    for ax, st in zip(axes.flat, TRAINED):
+        ax.set_title(st.label, fontsize=10)
+        path = work_dir / st.name / "history.json"
         try:
             hist = read_json(path) if path.is_file() else None
         except InputError:

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from salmask.errors import ConfigError, InputError
 from salmask.io import read_gray, read_image, write_gray
-from salmask.pipeline import Context, stage
+from salmask.registry import Context, stage
 from salmask.stage_utils import image_size, loop, prefetch, todo
 from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
@@ -45,8 +45,8 @@ def load_rgbsod(ctx: Context):
     return model.to(ctx.device).eval()
 
 
-@stage("train_sod", sections=("sod",), needs=("generate",),
-       enabled=lambda cfg: cfg.saliency.source == "rgbsod")
+@stage("train_sod", sections=("sod",), needs=("generate",), enabled=lambda cfg: cfg.saliency.source == "rgbsod",
+       label="RGB-SOD network", checkpoint_bytes=400e6, model=("sod", "encoder"))
 def run_train_sod(ctx: Context) -> dict:
     """Train the RGB-SOD saliency network on a DUTS-layout folder."""
     from salmask.io import write_json
@@ -111,7 +111,8 @@ def _precomputed_dir(ctx: Context, images) -> Path:
     raise ConfigError("saliency.source=precomputed needs saliency.dir (default {voc_root}/Sal is absent)")
 
 
-@stage("saliency", sections=("saliency", "sod"), needs=("train_sod",))
+@stage("saliency", sections=("saliency", "sod"), needs=("train_sod",), label="saliency maps", reads=("pseudo_split",),
+       bytes_per_pixel=0.4)
 def run_saliency(ctx: Context) -> dict:
     """One saliency map per image of the pseudo-mask split, from the configured source."""
     images = ctx.split("pseudo_split", need_labels=False)
@@ -170,7 +171,7 @@ def _gather(out: Path, name: str, items: list[str]) -> list[str]:
 
 
 @stage("eval_sod", sections=("saliency", "sod"), needs=("train_sod",),
-       enabled=lambda cfg: cfg.dataset.kind == "synthetic" or bool(cfg.sod.test_root))
+       enabled=lambda cfg: cfg.dataset.kind == "synthetic" or bool(cfg.sod.test_root), label="saliency")
 def run_eval_sod(ctx: Context) -> dict:
     """SOD metrics (MAE, F, S, E) of the classic source and of the configured model source (RGB-SOD, ONNX)."""
     from salmask.data.duts import list_duts_pairs

@@ -6,7 +6,7 @@ from pathlib import Path
 from salmask.boundary.crf import crf_enabled, crf_package
 from salmask.errors import InputError
 from salmask.io import read_image, write_png
-from salmask.pipeline import Context, stage
+from salmask.registry import Context, stage
 from salmask.seg.inference import export_voc_test, prepare_model, segment
 from salmask.seg.train import load_seg_model, train_seg
 from salmask.stage_utils import image_size, prefetch, size_batches, todo
@@ -44,7 +44,8 @@ def _needs(cfg) -> tuple[str, ...]:
     return masks + (("train_cam",) if cfg.seg.init == "cam" else ())
 
 
-@stage("train_seg", sections=TRAIN_KEYS, needs=_needs)
+@stage("train_seg", sections=TRAIN_KEYS, needs=_needs, label="segmentation network", reads=("train_split",),
+       checkpoint_bytes=800e6, model=("seg", "backbone"))
 def run_train_seg(ctx: Context) -> dict:
     """Train DeepLab on the pseudo masks (of the Selector by default)."""
     train = ctx.split("train_split", need_labels=False)
@@ -93,7 +94,8 @@ def fit_ids(ctx: Context) -> list[str]:
     return pool[::max(1, len(pool) // n)][:n]
 
 
-@stage("infer_seg", sections=INFER_KEYS, needs=("train_seg",), version=2)  # 2: inference.DEEPLAB_CRF's kernel
+@stage("infer_seg", sections=INFER_KEYS, needs=("train_seg",), version=2,  # 2: inference.DEEPLAB_CRF's kernel
+       label="segmentation predictions", reads=("val_split", "test_split"), bytes_per_pixel=0.15, crf_key="seg.crf")
 def run_infer_seg(ctx: Context) -> dict:
     """Multi-scale + flip predictions on the val split (and the test split's server export), and on
     ``seg.fit_images`` training images for the fit check."""
@@ -114,7 +116,8 @@ def run_infer_seg(ctx: Context) -> dict:
     return result
 
 
-@stage("eval_seg", sections=(), needs=("infer_seg",))
+@stage("eval_seg", sections=(), needs=("infer_seg",), label="segmentation (val)", reads=("val_split",),
+       masks=("val_split",))
 def run_eval_seg(ctx: Context) -> dict:
     """Segmentation metrics on the val split, and the fit: agreement with the training masks."""
     val = ctx.split("val_split")

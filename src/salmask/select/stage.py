@@ -7,7 +7,7 @@ reproduces the shape of the seed's Table 3 (``eval_select/sweep.json``, ``sweep.
 from __future__ import annotations
 
 from salmask.io import write_json
-from salmask.pipeline import Context, stage
+from salmask.registry import Context, stage
 from salmask.refine.stage import score_masks
 from salmask.select.sos import SelectorConfig, format_report, resolve_classes, select_folder
 from salmask.stage_utils import eval_ids
@@ -25,8 +25,8 @@ def selector_config(ctx: Context, meta) -> SelectorConfig:
                           salient_classes=salient)
 
 
-@stage("select", sections=("select",), needs=("make_pseudo", "saliency"),
-       enabled=lambda cfg: cfg.select.enabled)
+@stage("select", sections=("select",), needs=("make_pseudo", "saliency"), enabled=lambda cfg: cfg.select.enabled,
+       label="Selector masks", reads=("pseudo_split",), labels=("pseudo_split",), bytes_per_pixel=0.15)
 def run_select(ctx: Context) -> dict:
     """Replace (or fuse) single-class pseudo masks by the saliency map where they agree."""
     images = ctx.split("pseudo_split")
@@ -45,7 +45,8 @@ def run_select(ctx: Context) -> dict:
             "single_class": report.get("single_class")}
 
 
-@stage("eval_select", sections=("select",), needs=("select",), enabled=lambda cfg: cfg.select.enabled)
+@stage("eval_select", sections=("select",), needs=("select",), enabled=lambda cfg: cfg.select.enabled,
+       label="pseudo masks: SBE + Selector (SOS)", reads=("pseudo_split", "eval_split"), masks=("eval_split",))
 def run_eval_select(ctx: Context) -> dict:
     """Selector masks scored on the evaluation split; the replacement-threshold sweep (Table 3)."""
     from salmask.select.sweep import format_sweep_table, plot_sweep, sweep
