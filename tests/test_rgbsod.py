@@ -171,18 +171,33 @@ def test_duts_folder_errors(tmp_path):
 def test_train_rgbsod_history_schedule_and_determinism(tmp_path):
     torch.set_num_threads(1)
     make_duts(tmp_path, n=4)
-    seen = []
-    kw = dict(epochs=2, batch_size=2, lr=1e-3, lr_step=1, lr_gamma=0.5, img_size=S, device="cpu",
-              progress=False, seed=3)
+    kw = dict(epochs=2, batch_size=2, lr=1e-3, lr_step=1, lr_gamma=0.5, img_size=S, device="cpu", seed=3)
     model = tiny_model(seed=1)
-    history = train_rgbsod(model, tmp_path, on_epoch_end=seen.append, **kw)
-    assert [h["epoch"] for h in history] == [1, 2] and seen == history
-    assert [h["lr"] for h in history] == pytest.approx([1e-3, 5e-4])
+    history = train_rgbsod(model, tmp_path, out_dir=tmp_path / "a", **kw)
+    assert [h["epoch"] for h in history] == [0, 0, 1, 1] and [h["step"] for h in history] == [1, 2, 3, 4]
+    assert [h["lr"] for h in history] == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])
     assert all(np.isfinite([h["loss"], h["s1"], h["edge"]]).all() for h in history)
-    again = train_rgbsod(tiny_model(seed=1), tmp_path, **kw)
+    assert (tmp_path / "a" / "history.json").is_file() and (tmp_path / "a" / "last.pt").is_file()
+    again = train_rgbsod(tiny_model(seed=1), tmp_path, out_dir=tmp_path / "b", **kw)
     assert [h["loss"] for h in again] == [h["loss"] for h in history]
     with pytest.raises(ConfigError, match="img_size"):
-        train_rgbsod(model, tmp_path, **{**kw, "img_size": 32})
+        train_rgbsod(model, tmp_path, out_dir=tmp_path / "c", **{**kw, "img_size": 32})
+
+
+def test_train_rgbsod_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    """A training stopped after its first epoch (its last.pt on disk) resumes there and ends where an
+    uninterrupted one ends, weight for weight."""
+    torch.set_num_threads(1)
+    make_duts(tmp_path, n=5)
+    kw = dict(batch_size=2, lr=1e-3, lr_step=1, lr_gamma=0.5, img_size=S, device="cpu", seed=3)
+    whole = tiny_model(seed=1)
+    train_rgbsod(whole, tmp_path, epochs=3, out_dir=tmp_path / "whole", **kw)
+    train_rgbsod(tiny_model(seed=1), tmp_path, epochs=1, out_dir=tmp_path / "cut", **kw)
+    resumed = tiny_model(seed=2)  # other initial weights: everything must come from the checkpoint
+    history = train_rgbsod(resumed, tmp_path, epochs=3, out_dir=tmp_path / "cut", **kw)
+    assert [h["step"] for h in history] == list(range(1, 10))
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_predict_sizes_and_state_dict_round_trip(tmp_path):

@@ -283,7 +283,7 @@ def _check_packages(cfg: DictConfig, run: set[str], problems: list[str]) -> None
     for st in _stages_of(run):
         if st.crf_key and OmegaConf.select(cfg, st.crf_key) and not crf_available():
             problems.append(missing_crf_message(st.crf_key))
-    if cfg.tensorboard and run & {"train_cam", "train_boundary", "train_seg"} \
+    if cfg.tensorboard and any(st.model is not None for st in _stages_of(run)) \
             and importlib.util.find_spec("tensorboard") is None:
         problems.append("tensorboard=true needs the tensorboard package: pip install 'salmask[tensorboard]', "
                         "or set tensorboard=false")

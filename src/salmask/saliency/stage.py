@@ -49,7 +49,6 @@ def load_rgbsod(ctx: Context):
        label="RGB-SOD network", checkpoint_bytes=400e6, model=("sod", "encoder"))
 def run_train_sod(ctx: Context) -> dict:
     """Train the RGB-SOD saliency network on a DUTS-layout folder."""
-    from salmask.io import write_json
     from salmask.saliency.rgbsod import train_rgbsod
 
     root, _ = sod_roots(ctx)
@@ -58,13 +57,13 @@ def run_train_sod(ctx: Context) -> dict:
     s = ctx.cfg.sod
     seed_everything(ctx.cfg.seed)
     model = build_rgbsod(ctx, s.pretrained)
+    ctx.used("tensorboard", bool(ctx.cfg.tensorboard))
     history = train_rgbsod(model, root, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, lr_step=s.lr_step,
-                           lr_gamma=s.lr_gamma, img_size=s.img_size, device=ctx.device,
-                           num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, progress=dist.is_main())
+                           lr_gamma=s.lr_gamma, img_size=s.img_size, device=ctx.device, out_dir=ctx.dir(),
+                           num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, amp=ctx.amp,
+                           tensorboard=ctx.cfg.tensorboard)
     save_checkpoint(ctx.dir() / "model.pt", model=model.state_dict(), encoder=s.encoder)
-    if dist.is_main():
-        write_json(ctx.dir() / "history.json", history)
-    return {"epochs": len(history), "final_loss": history[-1]["loss"] if history else None}
+    return {"steps": len(history), "final_loss": history[-1]["loss"] if history else None}
 
 
 SOURCES = ("precomputed", "classic", "rgbsod", "onnx")

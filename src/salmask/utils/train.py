@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ def make_loader(ds: Dataset, batch_size: int, *, seed: int, num_workers: int, sh
         sampler = DistributedSampler(ds, shuffle=shuffle, seed=seed, drop_last=drop_last)
     else:
         g = torch.Generator().manual_seed(seed)
-        sampler = RandomSampler(ds, generator=g) if shuffle else None
+        sampler = EpochSampler(ds, generator=g) if shuffle else None
     g = torch.Generator().manual_seed(seed + dist.rank())
     return DataLoader(ds, batch_size=min(batch_size, len(ds)), sampler=sampler, num_workers=num_workers,
                       drop_last=drop_last and len(ds) >= batch_size, pin_memory=torch.cuda.is_available(),
@@ -42,11 +42,18 @@ def _worker_init(worker_id: int) -> None:
     random.seed(s)
 
 
+class EpochSampler(RandomSampler):
+    """A shuffling sampler whose order is a function of the epoch alone, as DistributedSampler's is."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(10_007 * epoch + 17)
+
+
 def set_epoch(loader: DataLoader, epoch: int) -> None:
-    if isinstance(loader.sampler, DistributedSampler):
+    """Tell the loader's sampler the epoch, where it orders by epoch (:class:`EpochSampler`,
+    ``DistributedSampler``); any other sampler keeps drawing from its generator, replayed on resume."""
+    if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
-    elif isinstance(loader.sampler, RandomSampler) and loader.sampler.generator is not None:
-        loader.sampler.generator.manual_seed(10_007 * epoch + 17)
 
 
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
@@ -129,8 +136,10 @@ def autocast(device: torch.device, enabled: bool):
 
 def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *, total_steps: int,
         step_fn, device: torch.device, out_dir: Path, desc: str, amp: bool = False,
-        checkpoint_every: int = 0, tensorboard: bool = False, extra_state: dict | None = None) -> list[dict]:
-    """Train for ``total_steps`` optimiser steps with a poly schedule, resumably.
+        checkpoint_every: int = 0, tensorboard: bool = False, extra_state: dict | None = None,
+        schedule: Callable[[int], float] | None = None) -> list[dict]:
+    """Train for ``total_steps`` optimiser steps, resumably, with the learning rate of each group times
+    ``schedule(step)`` (default: the poly schedule, :func:`poly_scheduler`).
 
     ``step_fn(model, batch) -> (loss, {name: float})``. Every epoch end (and every ``checkpoint_every``
     steps) rank 0 writes ``out_dir/last.pt`` atomically; a rerun finding it resumes at that step, replaying
@@ -141,7 +150,8 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
     from salmask.io import read_json, write_json
     from salmask.utils.log import logger, progress_bar
 
-    scheduler = poly_scheduler(optimizer, total_steps)
+    scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) if schedule is not None
+                 else poly_scheduler(optimizer, total_steps))
     ckpt_path, hist_path = out_dir / "last.pt", out_dir / "history.json"
     step, history = 0, []
     epoch_rng = resume_rng = None  # random states at the start of the current / interrupted epoch
@@ -191,14 +201,14 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
             if not torch.isfinite(loss):
                 raise SalmaskError(f"{desc}: loss became {loss.item()} at step {step} (learning rate too high? "
                                    f"the last checkpoint {ckpt_path} is kept)")
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             step += 1
             bar.update(1)
-            rec = {"step": step, "epoch": epoch, "loss": float(loss.detach()), **parts,
-                   "lr": optimizer.param_groups[0]["lr"]}
+            rec = {"step": step, "epoch": epoch, "loss": float(loss.detach()), **parts, "lr": lr}
             history.append(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", refresh=False)
             if writer is not None:
