@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from salmask import bench
+from salmask.bench import run_bench
+from salmask.benchmarks import common as bench
 from salmask.benchmarks import bench_cam, bench_seg, bench_seg_train, bench_sizes, bench_walk
 from salmask.errors import ConfigError
 from salmask.seg.inference import predict_batch
@@ -146,7 +147,7 @@ def test_run_bench_prints_table_and_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench_seg_train, "run", functools.partial(bench_seg_train.run, batch=2, crop=64,
                                                                   backbone="resnet18"))
     out = tmp_path / "bench.json"
-    rows = bench.run_bench(quick=True, json_out=str(out), device="cpu")
+    rows = run_bench(quick=True, json_out=str(out), device="cpu")
     printed = capsys.readouterr().out
     data = json.loads(out.read_text())
     assert data["quick"] is True and data["rows"] == json.loads(json.dumps(rows))

@@ -2,8 +2,7 @@
 
 The benchmarks and the reference formulations are part of the package (:mod:`salmask.benchmarks`), so
 this works wherever salmask is installed. This module runs them on each device, prints one table and
-optionally writes JSON. The measuring helpers live in :mod:`salmask.benchmarks.common`; they are
-re-exported here for code written against ``salmask.bench``.
+optionally writes JSON. The measuring helpers live in :mod:`salmask.benchmarks.common`.
 """
 from __future__ import annotations
 
@@ -11,21 +10,14 @@ import os
 import time
 
 from salmask.benchmarks import bench_cam, bench_seg, bench_seg_train, bench_sizes, bench_walk
-from salmask.benchmarks.common import (MEMORY_METHODS, VOC_SIZE, Setting, cuda_peak_bytes, format_load,
-                                       format_table, load_text, machine_info, median_seconds, memory_method,
-                                       peak_bytes, resolve_devices, rss_growth, subprocess_peak_bytes,
-                                       synchronize, timed_row)
-
-__all__ = ["MEMORY_METHODS", "VOC_SIZE", "Setting", "cuda_peak_bytes", "format_table", "machine_info",
-           "median_seconds", "peak_bytes", "resolve_devices", "rss_growth", "run_bench", "subprocess_peak_bytes",
-           "synchronize", "timed_row"]
+from salmask.benchmarks.common import (VOC_SIZE, format_load, format_table, load_text, machine_info, memory_method,
+                                       resolve_devices)
+from salmask.io import write_json
 
 
 def run_bench(quick: bool, json_out: str | None, device: str = "auto") -> list[dict]:
     """Run every benchmark on each device (``auto``: CPU, and CUDA when present), print the tables and
     return the rows; ``json_out`` also gets ``{"machine": ..., "quick": ..., "rows": [...]}``."""
-    from salmask.io import write_json
-
     devices = resolve_devices(device)
     machine = machine_info(devices)
     print(f"salmask bench{' --quick' if quick else ''}: {machine['cpu']} ({machine['cpu_count']} CPUs, "

@@ -10,7 +10,6 @@ as ``{id}.npz``: ``keys`` int16 [K] (class ids 1..C), ``cam`` float16 [K,ceil(H/
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
@@ -72,14 +71,6 @@ def normalise_positive(cams: torch.Tensor, keys: Sequence[int]) -> torch.Tensor:
     idx = torch.as_tensor([k - 1 for k in keys], dtype=torch.long, device=cams.device)
     sel = cams.index_select(0, idx)
     return sel / (sel.flatten(1).max(1).values[:, None, None] + 1e-5)
-
-
-def group_by_size(sizes: dict[str, tuple[int, int]], batch: int) -> list[list[str]]:
-    """Batches of ids that share one (H, W), in input order within each size."""
-    groups: dict[tuple[int, int], list[str]] = defaultdict(list)
-    for i, hw in sizes.items():
-        groups[hw].append(i)
-    return [ids[j:j + batch] for ids in groups.values() for j in range(0, len(ids), batch)]
 
 
 def cams_for_batch(model: CAMNet, arrays: list[np.ndarray], labels: list[list[int]], scales: Sequence[float],

@@ -1,8 +1,0 @@
-"""Entry point kept for checkouts: runs :mod:`salmask.benchmarks.bench_seg`, the installed benchmark.
-
-    python benchmarks/bench_seg.py [--quick] [--device cuda]   # same as: python -m salmask.benchmarks.bench_seg
-"""
-import runpy
-
-if __name__ == "__main__":
-    runpy.run_module("salmask.benchmarks.bench_seg", run_name="__main__", alter_sys=True)
