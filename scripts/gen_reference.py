@@ -99,11 +99,15 @@ def spec_links(page_depth: int) -> dict[str, str]:
 def _md(text: str, links: dict[str, str]) -> str:
     """A YAML comment as Markdown table-cell text: code spans kept, emphasis characters and pipes escaped,
     ``SPEC §N`` turned into a link to its section of method.md (docs/_spec_map.txt)."""
-    parts = re.split(r"(`[^`]*`)", text)
+    parts = re.split(r"(`[^`]*`|\bdocs/[\w/.-]+\.md(?:#[\w-]+)?)", text)
     out = []
-    for part in parts:
-        if part.startswith("`"):
+    for k, part in enumerate(parts):
+        if k % 2 and part.startswith("`"):
             out.append(part.replace("|", "\\|"))
+            continue
+        if k % 2:  # a path into the docs: a link relative to docs/reference/
+            page, _, anchor = part[len("docs/"):].partition("#")
+            out.append(f"[{page[:-3]}](../{page}{'#' + anchor if anchor else ''})")
             continue
         part = re.sub(r"([\\*_|<>\[\]])", r"\\\1", part)
 
