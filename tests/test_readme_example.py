@@ -1,5 +1,6 @@
-"""The README's library example runs as written: on voc-mini's image when ../shared is there, else on a
-synthetic picture, with randomly initialised checkpoints in salmask's format."""
+"""The library examples run as written (docs/library.md's whole one and the README's short one): on voc-mini's
+image when ../shared is there, else on a synthetic picture, with randomly initialised checkpoints in salmask's
+format."""
 from __future__ import annotations
 
 import re
@@ -12,15 +13,21 @@ import torch
 from tests.conftest import ROOT, VOC_MINI
 
 MARKER = "<!-- library-example -->"
+README_MARKER = "<!-- readme-example -->"
 SETTINGS = ("IMAGE", "KEYS", "CAM", "BOUNDARY")
 
 
-def readme_example() -> str:
-    text = (ROOT / "README.md").read_text()
-    assert MARKER in text, "README lost the library example's marker"
-    block = re.search(r"```python\n(.*?)```", text.split(MARKER, 1)[1], re.S)
-    assert block, "no python block after the library example's marker"
+def marked_example(path, marker: str) -> str:
+    text = path.read_text()
+    assert marker in text, f"{path.name} lost the example's marker {marker}"
+    block = re.search(r"```python\n(.*?)```", text.split(marker, 1)[1], re.S)
+    assert block, f"no python block after {marker} in {path.name}"
     return block.group(1)
+
+
+def readme_example() -> str:
+    """The whole library example, in docs/library.md."""
+    return marked_example(ROOT / "docs" / "library.md", MARKER)
 
 
 def with_settings(code: str, **values: object) -> str:
@@ -31,12 +38,8 @@ def with_settings(code: str, **values: object) -> str:
     return code
 
 
-def test_readme_library_example_runs(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def example_inputs(tmp_path) -> dict:
+    """The example's settings: voc-mini's cow (or a synthetic picture) and random checkpoints."""
     from salmask.io import read_mask, write_png
     from salmask.models.boundary_net import BoundaryNet
     from salmask.models.cam_net import CAMNet
@@ -58,13 +61,34 @@ def test_readme_library_example_runs(tmp_path):
         picture[(yy - 45) ** 2 + (xx - 60) ** 2 < 25 ** 2] = (230, 200, 40)
         image_path, keys = tmp_path / "synthetic.png", [10]
         write_png(image_path, picture)
+    return {"IMAGE": str(image_path), "KEYS": keys, "CAM": str(tmp_path / "cam.pt"),
+            "BOUNDARY": str(tmp_path / "boundary.pt")}
 
-    code = with_settings(readme_example(), IMAGE=str(image_path), KEYS=keys, CAM=str(tmp_path / "cam.pt"),
-                         BOUNDARY=str(tmp_path / "boundary.pt"))
+
+def test_readme_short_example_runs(tmp_path):
+    settings = example_inputs(tmp_path)
+    code = with_settings(marked_example(ROOT / "README.md", README_MARKER), **settings)
+    scope: dict = {"__name__": "readme_example"}
+    exec(compile(code, "README.md:readme-example", "exec"), scope)
+    h, w = scope["image"].shape[:2]
+    keys = settings["KEYS"]
+    assert scope["cam"].shape == (len(keys), -(-h // 4), -(-w // 4)) and scope["boundary"].shape == scope["cam"].shape[1:]
+    assert scope["mask"].shape == (h, w) and set(np.unique(scope["mask"]).tolist()) <= {0, *keys}
+
+
+def test_readme_library_example_runs(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = example_inputs(tmp_path)
+    keys = settings["KEYS"]
+    code = with_settings(readme_example(), **settings)
     scope: dict = {"__name__": "readme_example"}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*non-interactive.*")  # plt.show() under Agg
-        exec(compile(code, "README.md:library-example", "exec"), scope)
+        exec(compile(code, "docs/library.md:library-example", "exec"), scope)
 
     image, mask, selected, report = scope["image"], scope["mask"], scope["selected"], scope["report"]
     h, w = image.shape[:2]
@@ -84,8 +108,8 @@ def test_readme_library_example_runs(tmp_path):
 
 
 def test_settings_are_substituted_exactly_once():
-    code = readme_example()
-    for name in SETTINGS:
-        assert len(re.findall(rf"^{name} = ", code, flags=re.M)) == 1, name
+    for code in (readme_example(), marked_example(ROOT / "README.md", README_MARKER)):
+        for name in SETTINGS:
+            assert len(re.findall(rf"^{name} = ", code, flags=re.M)) == 1, name
     with pytest.raises(AssertionError, match="once"):
         with_settings("A = 1\nA = 2\n", A=3)
