@@ -1,4 +1,4 @@
-"""Boundary labels (SPEC §4) and the dense CRF wrapper."""
+"""Boundary labels (docs/method.md#boundary-labels) and the dense CRF wrapper."""
 from __future__ import annotations
 
 import logging
@@ -22,7 +22,7 @@ def square_conf(size: int = 40, lo: int = 10, hi: int = 30, cls: int = 1) -> np.
 
 
 def brute_force_labels(conf: np.ndarray, window: int, ts: float = 0.3, td: float = 0.1) -> np.ndarray:
-    """SPEC §4 steps 2-3 (no saliency), one pixel at a time."""
+    """docs/method.md#boundary-labels steps 2-3 (no saliency), one pixel at a time."""
     r = window // 2
     h, w = conf.shape
     out = np.full(conf.shape, IGNORE, np.uint8)

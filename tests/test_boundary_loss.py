@@ -1,4 +1,4 @@
-"""Boundary losses (SPEC §5)."""
+"""Boundary losses (docs/method.md#boundary-network-and-loss)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""RGB-SOD network, losses, DUTS reader, training loop and inference (SPEC §3 ``rgbsod``)."""
+"""RGB-SOD network, losses, DUTS reader, training loop and inference (docs/method.md#saliency ``rgbsod``)."""
 from __future__ import annotations
 
 import time

@@ -205,7 +205,7 @@ def boundary_labels(cams: np.ndarray, saliency: np.ndarray | None, keys: Sequenc
         crf: refine the confident maps with the dense CRF (needs ``image`` and ``pydensecrf2``); default:
             when ``image`` is given.
         fg_thres, bg_thres, window, theta_scale, theta_diff, sal_edge_thres: the ``boundary_labels`` config
-            section (SPEC §4).
+            section (docs/method.md#boundary-labels).
 
     Returns:
         uint8 [H,W] label codes: BG 0, FG 50, FG_FG 100, FG_BG 150, IGNORE 200, CERTAIN_BOUNDARY 250.
@@ -329,7 +329,7 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
     so a value within 1/65535 of ``sal_thres`` may binarise the other way). Returns ``(masks, report)``,
     ``masks`` in the container type of ``pseudo``.
 
-    Options (SPEC §7): ``mode`` "sep" (Algorithm 1) or "alpha", ``t0``, ``t1``, ``tau``, ``eta``,
+    Options (docs/method.md#salient-object-selector): ``mode`` "sep" (Algorithm 1) or "alpha", ``t0``, ``t1``, ``tau``, ``eta``,
     ``sal_thres``, ``salient_classes`` (class ids or names; default: n*_c ≥ eta); ``class_names`` name the
     report's classes; ``allow_missing`` passes folder images without a saliency map through; ``progress``
     shows progress bars.

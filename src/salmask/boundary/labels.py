@@ -1,4 +1,4 @@
-"""Boundary labels from CAMs (BES) and saliency (SBE), SPEC §4.
+"""Boundary labels from CAMs (BES) and saliency (SBE), docs/method.md#boundary-labels.
 
 Two steps per image:
 
@@ -36,7 +36,7 @@ UNCERTAIN = 255
 
 def confident_map(high_res: np.ndarray, keys: np.ndarray, image: np.ndarray | None, *,
                   fg_thres: float = 0.30, bg_thres: float = 0.07, use_crf: bool = True) -> np.ndarray:
-    """Confident foreground/background map of one image (SPEC §4 step 1).
+    """Confident foreground/background map of one image (docs/method.md#boundary-labels step 1).
 
     The foreground map is the argmax over [fg_thres, CAMs], the background map the argmax over
     [bg_thres, CAMs], each refined by a dense CRF (unary gt_prob 0.7, IRNet/BES settings) when
@@ -104,7 +104,7 @@ def _box_counts(masks: np.ndarray, window: int) -> np.ndarray:
 
 
 def saliency_edges(saliency: np.ndarray) -> np.ndarray:
-    """Sobel gradient magnitude [H,W] of the max-normalised saliency map [H,W] (SPEC §4 step 4).
+    """Sobel gradient magnitude [H,W] of the max-normalised saliency map [H,W] (docs/method.md#boundary-labels step 4).
 
     As SBE's release: the unnormalised 3×3 Sobel pair (a unit step scores 4) without padding gives
     (H−2)×(W−2) magnitudes, resized bilinearly (half-pixel centres) back to H×W. Maps smaller than 3×3
@@ -124,7 +124,7 @@ def saliency_edges(saliency: np.ndarray) -> np.ndarray:
 def synthesize(conf: np.ndarray, saliency: np.ndarray | None, *, window: int = 13,
                theta_scale: float = 0.3, theta_diff: float = 0.1,
                sal_edge_thres: float = 0.5) -> np.ndarray:
-    """Boundary label codes [H,W] from a confident map (SPEC §4 steps 2–4).
+    """Boundary label codes [H,W] from a confident map (docs/method.md#boundary-labels steps 2–4).
 
     In a ``window``×``window`` box around each pixel (counting in-image pixels only) P_bg is the
     fraction of background pixels and f1 ≥ f2 the two largest class fractions; uncertain pixels

@@ -1,4 +1,4 @@
-"""Boundary-network losses (SPEC §5): the SBE joint loss and the BES loss (ablation).
+"""Boundary-network losses (docs/method.md#boundary-network-and-loss): the SBE joint loss and the BES loss (ablation).
 
 Each term is one sum over the whole batch divided by one pixel count for the whole batch (plus
 one), not a mean of per-image terms — as in the BES and SBE releases (``step/train_bes.py``),

@@ -1,4 +1,4 @@
-"""Stages ``make_boundary_labels``, ``train_boundary``, ``make_boundary`` (SPEC §4–5)."""
+"""Stages ``make_boundary_labels``, ``train_boundary``, ``make_boundary`` (docs/method.md#boundary-labels)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Training the boundary network on synthesised boundary labels with the SBE joint loss (SPEC §5)."""
+"""Training the boundary network on synthesised boundary labels with the SBE joint loss (docs/method.md#boundary-network-and-loss)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Multi-scale, flip-averaged CAM inference (SPEC §2), batched over same-size images.
+"""Multi-scale, flip-averaged CAM inference (docs/method.md#cam-classifier), batched over same-size images.
 
 For each scale s the batch holds every image of a size group and its mirror, rescaled as uint8 with PIL
 bicubic and then normalised (IRNet's order); the stride-16 CAMs are

@@ -1,4 +1,4 @@
-"""Training the CAM classifier (SPEC §2): multilabel soft margin loss, SGD + poly schedule."""
+"""Training the CAM classifier (docs/method.md#cam-classifier): multilabel soft margin loss, SGD + poly schedule."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Segmentation networks (SPEC §8): DeepLab-v2 and DeepLab-v3+ on timm backbones.
+"""Segmentation networks (docs/method.md#segmentation-network): DeepLab-v2 and DeepLab-v3+ on timm backbones.
 
 * :class:`DeepLabV2` — SBE's setting: ResNet-101 at output stride 8, ASPP of four 3×3 convolutions with
   dilation 6/12/18/24 that each predict class logits, summed. Logits at stride 8.

@@ -1,4 +1,4 @@
-"""The seed's RGB-SOD saliency network (SPEC §3 ``rgbsod``) and its losses.
+"""The seed's RGB-SOD saliency network (docs/method.md#saliency ``rgbsod``) and its losses.
 
 Swin or EfficientNet-Lite encoder (four stages, strides 4/8/16/32) → per-stage 1×1 reductions R1–R4 → an
 edge-aware module that gates the deeper stages by a pooled stage-1 vector and predicts an edge map → four

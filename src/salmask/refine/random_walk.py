@@ -1,4 +1,4 @@
-"""Random walk of CAMs bounded by a boundary map (SPEC §6), in time and memory linear in the pixels.
+"""Random walk of CAMs bounded by a boundary map (docs/method.md#random-walk), in time and memory linear in the pixels.
 
 The references (IRNet, BES) build the (h·w)×(h·w) transition matrix T densely and square it
 ``exp_times`` times: O(N³) time, O(N²) memory. T has only K = |{dy²+dx² < r²}| (69 for r = 5)

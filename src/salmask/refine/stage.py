@@ -1,4 +1,4 @@
-"""Stages ``make_pseudo`` and ``eval_pseudo``: CAMs propagated by the boundary-bounded random walk (SPEC §6).
+"""Stages ``make_pseudo`` and ``eval_pseudo``: CAMs propagated by the boundary-bounded random walk (docs/method.md#random-walk).
 
 Per image: ``make_pseudo/{id}.png`` (palette PNG, class ids), ``make_pseudo/scores/{id}.npz`` (``keys``
 int16 [K], ``scores`` float16 [K,H,W]: the walk's upsampled scores divided by their global maximum — the soft

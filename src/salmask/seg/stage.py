@@ -1,4 +1,4 @@
-"""Stages ``train_seg``, ``infer_seg``, ``eval_seg`` (SPEC §8)."""
+"""Stages ``train_seg``, ``infer_seg``, ``eval_seg`` (docs/method.md#segmentation-network)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Training DeepLab on pseudo masks (SPEC §8): CE with ignore 255, poly schedule, scale/crop/flip."""
+"""Training DeepLab on pseudo masks (docs/method.md#segmentation-network): CE with ignore 255, poly schedule, scale/crop/flip."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Salient Object Selector (SOS, SPEC §7): swap single-class pseudo masks for saliency where they agree.
+"""Salient Object Selector (SOS, docs/method.md#salient-object-selector): swap single-class pseudo masks for saliency where they agree.
 
 It runs on any folder of pseudo masks, so it also post-processes other methods' masks (seed 2, Table 4).
 
