@@ -302,6 +302,10 @@ def checkpoints(draw, marker: Path):
         ckpt["model"] = state
     else:
         ckpt["model"] = draw(value)
+    if draw(st.booleans()):  # what salmask writes now: the network's kind and build arguments
+        ckpt["network"] = kind if draw(st.booleans()) else draw(value)
+        ckpt["args"] = ({"num_classes": 3, "backbone": "resnet18"} if kind == "cam" else {"backbone": "resnet18"}) \
+            if draw(st.booleans()) else draw(st.one_of(value, st.dictionaries(st.sampled_from(["backbone", "x", "num_classes"]), value, max_size=2)))
     for key in draw(st.lists(st.sampled_from(["backbone", "freeze_backbone", "step", "arch", "junk"]), max_size=3)):
         ckpt[key] = "resnet18" if key == "backbone" and draw(st.booleans()) else draw(value)
     payload = draw(st.sampled_from(["dict", "dict", "dict", "pickle", "list"]))
@@ -314,20 +318,15 @@ def checkpoints(draw, marker: Path):
 @fuzz(40)
 @given(st.data())
 def test_checkpoints(data):
-    from omegaconf import OmegaConf
-
-    from salmask.boundary.train import load_boundary_net
-    from salmask.cam.train import load_cam_model
+    from salmask.models.build import load_network
 
     d = case_dir()
     marker = BASE / "PWNED"
     blob, kind = data.draw(checkpoints(marker))
     path = d / "model.pt"
     path.write_bytes(blob)
-    cam_cfg = OmegaConf.create({"backbone": "resnet18", "attention_k": 1e-3})
-    fn = (lambda: load_cam_model(path, cam_cfg, 3, torch.device("cpu"))) if kind == "cam" else \
-        (lambda: load_boundary_net(path, torch.device("cpu")))
-    expect_clean(d, [path], fn)
+    defaults = {"backbone": "resnet18", "attention_k": 1e-3}
+    expect_clean(d, [path], lambda: load_network(path, "cpu", expect=kind, defaults=defaults))
     assert not marker.exists(), "a pickle payload ran"
 
 

@@ -25,7 +25,8 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 __all__ = [
     "read_image", "class_activation_maps", "boundary_map", "saliency_map", "boundary_labels", "random_walk",
-    "pseudo_masks", "select_masks", "segment", "segmentation_metrics", "sod_metrics", "run", "SalmaskError",
+    "pseudo_masks", "background_score", "select_masks", "segment", "segmentation_metrics", "sod_metrics", "run",
+    "load", "Predictor", "SalmaskError",
 ]
 
 
@@ -107,42 +108,7 @@ def class_activation_maps(image: np.ndarray, checkpoint: PathLike | torch.nn.Mod
         ``(cam, high_res)``: float32 [K,⌈H/4⌉,⌈W/4⌉] on the stride-4 grid (the walk's input) and float32
         [K,H,W], each class divided by its maximum, so in [0,1]; values are those the stage stores (float16).
     """
-    from salmask.cam.infer import cams_for_batch
-
-    image = _image(image)
-    device = _device(device)
-    model = _load_cam_model(checkpoint, device)
-    keys = _keys(keys, len(np.asarray(keys).reshape(-1)))
-    num_fg = model.classifier.weight.shape[0]
-    if keys.size and keys.max() > num_fg:
-        raise ArgumentError(f"keys {keys.tolist()} exceed the checkpoint's {num_fg} classes")
-    scales = [_number(s, "scales", 1e-3, 1e3) for s in scales]
-    if not keys.size:
-        h4, w4 = -(-image.shape[0] // 4), -(-image.shape[1] // 4)
-        return np.zeros((0, h4, w4), np.float32), np.zeros((0, *image.shape[:2]), np.float32)
-    res = cams_for_batch(model, [image], [keys.tolist()], scales, device, amp=False)[0]
-    return res["cam"].astype(np.float32), res["high_res"].astype(np.float32)
-
-
-def _load_cam_model(checkpoint: PathLike | torch.nn.Module, device: torch.device):
-    from salmask.models.cam_net import CAMNet
-    from salmask.utils.train import load_checkpoint
-
-    if isinstance(checkpoint, CAMNet):
-        return checkpoint.to(device).eval()
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        raise ArgumentError(f"checkpoint must be a path or a CAMNet, got {type(checkpoint).__name__}")
-    ckpt = load_checkpoint(Path(checkpoint))
-    state = ckpt.get("model") if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or "classifier.weight" not in state:
-        raise InputError(checkpoint, "not a salmask CAM checkpoint (no model.classifier.weight); "
-                                     "use train_cam/model.pt")
-    model = CAMNet(state["classifier.weight"].shape[0], ckpt.get("backbone", "resnet50"), False)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise InputError(checkpoint, f"weights do not fit the CAM network ({str(e).splitlines()[0]})") from None
-    return model.to(device).eval()
+    return Predictor(cam=checkpoint, device=device).cams(image, keys, scales=scales)
 
 
 def boundary_map(image: np.ndarray, checkpoint: PathLike | torch.nn.Module, *,
@@ -157,21 +123,7 @@ def boundary_map(image: np.ndarray, checkpoint: PathLike | torch.nn.Module, *,
     Returns:
         float32 [⌈H/4⌉,⌈W/4⌉] in [0,1], flip-averaged (values as the stage stores them, float16).
     """
-    from salmask.boundary.train import load_boundary_net
-    from salmask.data.transforms import to_tensor
-    from salmask.models.boundary_net import BoundaryNet
-
-    image = _image(image)
-    device = _device(device)
-    if isinstance(checkpoint, BoundaryNet):
-        net = checkpoint.to(device).eval()
-    elif isinstance(checkpoint, (str, os.PathLike)):
-        net = load_boundary_net(Path(checkpoint), device)
-    else:
-        raise ArgumentError(f"checkpoint must be a path or a BoundaryNet, got {type(checkpoint).__name__}")
-    with torch.no_grad():
-        prob = net.predict(to_tensor(image)[None].to(device))[0, 0]
-    return prob.cpu().numpy().astype(np.float16).astype(np.float32)
+    return Predictor(boundary=checkpoint, device=device).boundary(image)
 
 
 def saliency_map(image: np.ndarray, *, method: str = "mbd") -> np.ndarray:
@@ -264,29 +216,62 @@ def random_walk(cams: Array, boundary: Array, *, beta: float = 5.0, exp_times: i
     return walked.numpy()
 
 
-def pseudo_masks(cams: np.ndarray | torch.Tensor, boundary: np.ndarray | torch.Tensor, keys: Sequence[int], *,
-                 bg_score: float = 0.21, size: tuple[int, int] | None = None, beta: float = 5.0,
-                 exp_times: int = 8, radius: int = 5, device: str | torch.device | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pseudo mask of one image: the walk and the references' post-processing, as ``make_pseudo``.
+def pseudo_masks(cams: Any, boundary: Any, keys: Any, *, saliency: Any = None, bg_score: float | str = "auto",
+                 size: Any = None, beta: float = 5.0, exp_times: int = 8, radius: int = 5,
+                 device: str | torch.device | None = None) -> tuple[Any, Any]:
+    """Pseudo masks: the walk and the references' post-processing, as ``make_pseudo``, for one image or a set.
 
     The walked scores are upsampled ×4, cropped to ``size``, divided by their global maximum; a constant
-    ``bg_score`` background channel is put in front, the argmax over [background, *keys] gives class ids.
+    background channel at ``bg_score`` is put in front, the argmax over [background, *keys] gives class ids.
 
     Args:
-        cams: stride-4 CAMs [K,h,w] (``cam`` of :func:`class_activation_maps`), numpy or torch.
+        cams: stride-4 CAMs [K,h,w] (``cam`` of :func:`class_activation_maps`), numpy or torch; or a list of
+            them, one per image (then ``boundary``, ``keys``, ``saliency`` and ``size`` are lists too).
         boundary: [h,w] in [0,1] (:func:`boundary_map`).
         keys: the class ids [K] of the CAM channels (1..254).
-        bg_score: the background score in [0,1] (BES 0.21, IRNet's ``sem_seg_bg_thres`` 0.25).
+        saliency: [H,W] in [0,1] at the image's size, for ``bg_score="auto"``.
+        bg_score: the background score in [0,1] (BES 0.21, IRNet's ``sem_seg_bg_thres`` 0.25), or ``"auto"``
+            (``walk.bg_score``'s default): the score whose foreground agrees best with the saliency maps over
+            all the images given (:func:`background_score`), as ``make_pseudo`` chooses it, without ground truth.
         size: the image's (H, W), with ⌈H/4⌉ = h and ⌈W/4⌉ = w; default (4h, 4w).
         beta, exp_times, radius: see :func:`random_walk`.
         device: where the walk runs (default: the tensor's device, else CPU).
 
     Returns:
         ``(mask, scores)``: uint8 [H,W] class ids (0 background) and float32 [K,H,W] in [0,1], the soft
-        maps the Selector's alpha form reads.
+        maps the Selector's alpha form reads; for a list, ``(masks, scores)`` as lists.
     """
-    from salmask.refine.postprocess import scores_to_mask, walk_scores
+    from salmask.refine.postprocess import scores_to_mask
+
+    many = isinstance(cams, (list, tuple))
+    n = len(cams) if many else 1
+
+    def each(value: Any, name: str) -> list:
+        if not many:
+            return [value]
+        if not isinstance(value, (list, tuple)) or len(value) != n:
+            raise ArgumentError(f"with a list of {n} CAMs, {name} must be a list of {n}")
+        return list(value)
+
+    sizes = [None] * n if many and size is None else each(size, "size")
+    walked = [_walk_scores(c, b, k, sz, beta=beta, exp_times=exp_times, radius=radius, device=device)
+              for c, b, k, sz in zip(each(cams, "cams"), each(boundary, "boundary"), each(keys, "keys"), sizes)]
+    if bg_score == "auto":
+        if saliency is None:
+            raise ArgumentError("bg_score='auto' chooses the background score by agreement with saliency: pass "
+                                "saliency=[H,W] map(s), or a number (BES 0.21)")
+        bg_score = background_score([s for _, s in walked], each(saliency, "saliency"))
+    bg_score = _number(bg_score, "bg_score", 0.0, 1.0)
+    masks = [scores_to_mask(s, k, bg_score) for k, s in walked]
+    if many:
+        return masks, [s for _, s in walked]
+    return masks[0], walked[0][1]
+
+
+def _walk_scores(cams: Any, boundary: Any, keys: Any, size: Any, *, beta: float, exp_times: int, radius: int,
+                 device: str | torch.device | None) -> tuple[np.ndarray, np.ndarray]:
+    """(keys [K], walk scores float32 [K,H,W] in [0,1]) of one image; arguments as :func:`pseudo_masks`."""
+    from salmask.refine.postprocess import walk_scores
 
     run_on = _device(device, cams)
     cam = _array(cams, "cams", 3, floating=True).astype(np.float32)
@@ -295,14 +280,39 @@ def pseudo_masks(cams: np.ndarray | torch.Tensor, boundary: np.ndarray | torch.T
         raise ArgumentError(f"boundary [h,w] = {list(edge.shape)} must match the CAMs' grid {list(cam.shape[1:])}")
     _in_unit_range(edge, "boundary")
     keys = _keys(keys, cam.shape[0])
-    bg_score = _number(bg_score, "bg_score", 0.0, 1.0)
     h, w = cam.shape[1:]
     size = (4 * h, 4 * w) if size is None else tuple(int(s) for s in size)
     if len(size) != 2 or -(-size[0] // 4) != h or -(-size[1] // 4) != w:
         raise ArgumentError(f"size {size} is not an image size whose stride-4 grid is {h}x{w} "
                             f"(H in {4 * h - 3}..{4 * h}, W in {4 * w - 3}..{4 * w})")
-    scores = walk_scores(cam, edge, size, beta=beta, exp_times=exp_times, radius=radius, device=run_on)
-    return scores_to_mask(scores, keys, bg_score), scores
+    return keys, walk_scores(cam, edge, size, beta=beta, exp_times=exp_times, radius=radius, device=run_on)
+
+
+def background_score(scores: Sequence[np.ndarray], saliency: Sequence[np.ndarray]) -> float:
+    """The walk's background score chosen without ground truth (``walk.bg_score: auto``).
+
+    Args:
+        scores: per image, the walk scores [K,H,W] in [0,1] (``scores`` of :func:`pseudo_masks`).
+        saliency: per image, its saliency map [H,W] in [0,1].
+
+    Returns:
+        the score t on the grid 0.05, 0.06, ..., 0.95 whose foreground {max score > t} has the highest IoU
+        with the salient region {saliency > 0.5}, summed over all images (docs/method.md#background-score).
+    """
+    from salmask.refine.bg_score import SaliencyAgreement, choose
+
+    if len(scores) != len(saliency) or not scores:
+        raise ArgumentError(f"scores and saliency must be lists of the same non-zero length "
+                            f"(got {len(scores)} and {len(saliency)})")
+    agreement = SaliencyAgreement()
+    for j, (sc, sal) in enumerate(zip(scores, saliency)):
+        sc = _array(sc, f"scores[{j}]", 3, floating=True)
+        sal = _array(sal, f"saliency[{j}]", 2, floating=True)
+        if sal.shape != sc.shape[1:]:
+            raise ArgumentError(f"saliency[{j}] {list(sal.shape)} must have the scores' size {list(sc.shape[1:])}")
+        _in_unit_range(sal, f"saliency[{j}]")
+        agreement.update(sc, sal)
+    return choose(agreement)[0]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -436,23 +446,7 @@ def segment(image: np.ndarray, checkpoint: PathLike | torch.nn.Module, *, scales
     Returns:
         uint8 [H,W]: class ids 0..K-1 (0 background).
     """
-    from salmask.boundary.crf import crf_enabled
-    from salmask.seg.inference import segment as segment_images
-    from salmask.seg.train import load_seg_model
-
-    image = _image(image)
-    device = _device(device)
-    scales = [_number(s, "scales", 1e-3, 1e3) for s in scales]
-    if not scales:
-        raise ArgumentError("scales must hold at least one scale")
-    use_crf = crf_enabled(bool(crf), "crf")
-    if isinstance(checkpoint, (str, os.PathLike)):
-        model = load_seg_model(Path(checkpoint), None, device)
-    elif isinstance(checkpoint, torch.nn.Module) and hasattr(checkpoint, "backbone"):
-        model = checkpoint.to(device).eval()
-    else:
-        raise ArgumentError(f"checkpoint must be a path or a DeepLab model, got {type(checkpoint).__name__}")
-    return segment_images(model, [image], scales=scales, flip=bool(flip), crf=use_crf)[0]
+    return Predictor(seg=checkpoint, device=device).segment(image, scales=scales, flip=flip, crf=crf)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -543,3 +537,171 @@ def run(preset: str = "demo", overrides: Sequence[str] = (), *, stages: Sequence
     results = run_pipeline(cfg, stages=list(stages) if stages is not None else None, force=force)
     return {**build_summary(results, {}), "stages": results,
             "work_dir": str(Path(cfg.work_dir).expanduser().resolve())}
+
+
+# ----------------------------------------------------------------------------------------------------
+# A run's networks, loaded once
+
+Checkpoint = PathLike | torch.nn.Module | None
+
+
+class Predictor:
+    """A run's trained networks, each loaded on first use and then reused by every call.
+
+    >>> predictor = salmask.load("work/voc_real")     # a finished run: its checkpoints and settings
+    >>> cam, high_res = predictor.cams(image, keys)   # make_cam's maps, at the run's cam.scales
+    >>> mask, scores = predictor.pseudo_mask(image, keys, saliency=sal)   # the walk, as make_pseudo
+    >>> masks = [predictor.segment(im) for im in images]                  # DeepLab, loaded once
+
+    ``cam``, ``boundary``, ``seg``: a salmask ``model.pt`` or a loaded network of that kind (CAMNet,
+    BoundaryNet, DeepLab); ``settings``: the run's config (scales, the walk, DeepLab's inference), or None for
+    the functions' defaults; ``device`` (``auto``: CUDA when present; default: the config's ``device``, else
+    the CPU).
+    """
+
+    def __init__(self, *, cam: Checkpoint = None, boundary: Checkpoint = None, seg: Checkpoint = None,
+                 settings: Any = None, device: str | torch.device | None = None, bg_score: float | None = None):
+        self.settings = settings
+        want = device if device is not None else (settings.device if settings is not None else "cpu")
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" \
+            else _device(want)
+        self.bg_score = bg_score
+        """The background score the run chose (``make_pseudo``'s manifest), the walk's default here."""
+        self._sources = {"cam": cam, "boundary": boundary, "deeplab": seg}
+        self._networks: dict[str, torch.nn.Module] = {}
+
+    def network(self, kind: str) -> torch.nn.Module:
+        """The ``cam``, ``boundary`` or ``deeplab`` network, loaded (once) on this predictor's device."""
+        from salmask.models.boundary_net import BoundaryNet
+        from salmask.models.build import load_network
+        from salmask.models.cam_net import CAMNet
+        from salmask.seg.inference import prepare_model
+
+        if kind in self._networks:
+            return self._networks[kind]
+        source = self._sources[kind]
+        loaded = {"cam": CAMNet, "boundary": BoundaryNet}.get(kind)
+        if source is None:
+            raise ArgumentError(f"no {kind} network: give its checkpoint (salmask.load(work_dir) finds a run's)")
+        if isinstance(source, (str, os.PathLike)):
+            net = load_network(Path(source), self.device, expect=kind, defaults=self._defaults(kind))
+        elif isinstance(source, torch.nn.Module) and (isinstance(source, loaded) if loaded else hasattr(source, "backbone")):
+            net = source.to(self.device).eval()
+        else:
+            what = {"cam": "a CAMNet", "boundary": "a BoundaryNet", "deeplab": "a DeepLab model"}[kind]
+            raise ArgumentError(f"checkpoint must be a path or {what}, got {type(source).__name__}")
+        self._networks[kind] = prepare_model(net, self.device) if kind == "deeplab" else net
+        return self._networks[kind]
+
+    def _defaults(self, kind: str) -> dict:
+        """Build arguments for checkpoints older than the network record, from the run's settings."""
+        if self.settings is None:
+            return {}
+        section = {"cam": "cam", "boundary": "boundary", "deeplab": "seg"}[kind]
+        return {k: v for k, v in self.settings[section].items() if k in ("backbone", "attention_k", "norm")}
+
+    def _setting(self, key: str, default: Any) -> Any:
+        from omegaconf import OmegaConf
+
+        value = None if self.settings is None else OmegaConf.select(self.settings, key)
+        return default if value is None else value
+
+    def cams(self, image: np.ndarray, keys: Sequence[int], *, scales: Sequence[float] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """CAMs of one image, as ``make_cam``: see :func:`class_activation_maps` (``scales``: the run's
+        ``cam.scales`` by default, else 1.0)."""
+        from salmask.cam.infer import cams_for_batch
+
+        image = _image(image)
+        model = self.network("cam")
+        keys = _keys(keys, len(np.asarray(keys).reshape(-1)))
+        num_fg = model.classifier.weight.shape[0]
+        if keys.size and keys.max() > num_fg:
+            raise ArgumentError(f"keys {keys.tolist()} exceed the checkpoint's {num_fg} classes")
+        scales = [_number(s, "scales", 1e-3, 1e3) for s in (scales or self._setting("cam.scales", (1.0,)))]
+        if not keys.size:
+            h4, w4 = -(-image.shape[0] // 4), -(-image.shape[1] // 4)
+            return np.zeros((0, h4, w4), np.float32), np.zeros((0, *image.shape[:2]), np.float32)
+        res = cams_for_batch(model, [image], [keys.tolist()], scales, self.device, amp=self._amp)[0]
+        return res["cam"].astype(np.float32), res["high_res"].astype(np.float32)
+
+    def boundary(self, image: np.ndarray) -> np.ndarray:
+        """The boundary map of one image, as ``make_boundary``: float32 [⌈H/4⌉,⌈W/4⌉] in [0,1]."""
+        from salmask.data.transforms import to_tensor
+
+        image = _image(image)
+        net = self.network("boundary")
+        with torch.no_grad():
+            prob = net.predict(to_tensor(image)[None].to(self.device))[0, 0]
+        return prob.cpu().numpy().astype(np.float16).astype(np.float32)
+
+    def pseudo_mask(self, image: np.ndarray, keys: Sequence[int], *, saliency: np.ndarray | None = None,
+                    bg_score: float | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The pseudo mask of one image: its CAMs walked inside the run's boundary evidence (``walk.boundary``:
+        the learned map, the saliency map's edges, or both), as ``make_pseudo``. ``saliency`` [H,W] in [0,1]
+        is needed for saliency edges and for ``bg_score="auto"``; ``bg_score`` defaults to the score the run
+        chose, else ``walk.bg_score``. Returns ``(mask, scores)`` as :func:`pseudo_masks`."""
+        from salmask.refine.edges import walk_boundary
+
+        image = _image(image)
+        cam, _ = self.cams(image, keys)
+        source = str(self._setting("walk.boundary", "learned"))
+        learned = self.boundary(image) if source != "saliency" else None
+        if source != "learned" and saliency is None:
+            raise ArgumentError(f"walk.boundary={source} walks inside the saliency map's edges: pass saliency")
+        sal = None if saliency is None else _array(saliency, "saliency", 2, floating=True).astype(np.float32)
+        if sal is not None and sal.shape != image.shape[:2]:
+            raise ArgumentError(f"saliency {list(sal.shape)} must have the image's size {list(image.shape[:2])}")
+        edge = walk_boundary(source, learned, sal, cam.shape[1:])
+        score = bg_score if bg_score is not None else (
+            self.bg_score if self.bg_score is not None else self._setting("walk.bg_score", "auto"))
+        return pseudo_masks(cam, edge, keys, saliency=sal, bg_score=score, size=image.shape[:2],
+                            beta=float(self._setting("walk.beta", 5.0)), exp_times=int(self._setting("walk.exp_times", 8)),
+                            radius=int(self._setting("walk.radius", 5)), device=self.device)
+
+    def segment(self, image: np.ndarray, *, scales: Sequence[float] | None = None, flip: bool | None = None,
+                crf: bool | None = None) -> np.ndarray:
+        """The class-id mask of one image from DeepLab, as ``infer_seg``: see :func:`segment`; ``scales``,
+        ``flip``, ``crf`` default to the run's ``seg.*`` (else 1.0, flip, no CRF)."""
+        from salmask.boundary.crf import crf_enabled
+        from salmask.seg.inference import segment as segment_images
+
+        image = _image(image)
+        scales = [_number(s, "scales", 1e-3, 1e3) for s in (self._setting("seg.scales", (1.0,)) if scales is None
+                                                              else scales)]
+        if not scales:
+            raise ArgumentError("scales must hold at least one scale")
+        flip = bool(self._setting("seg.flip", True) if flip is None else flip)
+        use_crf = crf_enabled(bool(self._setting("seg.crf", False) if crf is None else crf),
+                              "seg.crf" if crf is None and self.settings is not None else "crf")
+        model = self.network("deeplab")
+        return segment_images(model, [image], scales=scales, flip=flip, crf=use_crf, amp=self._amp)[0]
+
+    @property
+    def _amp(self) -> bool:
+        return bool(self._setting("amp", False)) and self.device.type == "cuda"
+
+
+def load(work_dir: PathLike | None = None, *, cam: Checkpoint = None, boundary: Checkpoint = None,
+         seg: Checkpoint = None, device: str | torch.device | None = None, overrides: Sequence[str] = ()) -> Predictor:
+    """A :class:`Predictor` over a finished run's networks (``work_dir``: its ``train_cam``, ``train_boundary``
+    and ``train_seg`` checkpoints, its ``config.yaml`` settings with ``overrides``, and the background score
+    it chose), or over checkpoint paths given one by one. Nothing loads until a method needs it."""
+    from salmask.config import load_config
+    from salmask.io import read_json
+
+    settings, bg_score = None, None
+    if work_dir is not None:
+        work = Path(work_dir).expanduser()
+        config = work / "config.yaml"
+        if not config.is_file():
+            raise InputError(config, "not a salmask work directory (no config.yaml)")
+        settings = load_config(str(config), [*overrides, *([f"device={device}"] if device is not None else [])])
+        found = {name: work / name / "model.pt" for name in ("train_cam", "train_boundary", "train_seg")}
+        cam = cam if cam is not None else (found["train_cam"] if found["train_cam"].is_file() else None)
+        boundary = boundary if boundary is not None else (
+            found["train_boundary"] if found["train_boundary"].is_file() else None)
+        seg = seg if seg is not None else (found["train_seg"] if found["train_seg"].is_file() else None)
+        made = work / "make_pseudo" / "manifest.json"
+        bg_score = read_json(made).get("bg_score") if made.is_file() else None
+    return Predictor(cam=cam, boundary=boundary, seg=seg, settings=settings, device=device, bg_score=bg_score)

@@ -120,19 +120,14 @@ def _cmd_saliency(a: argparse.Namespace) -> None:
 def _cmd_segment(a: argparse.Namespace) -> None:
     import time
 
-    from salmask.boundary.crf import crf_enabled
-    from salmask.config import load_config
+    from salmask.api import load, read_image
     from salmask.data.meta import voc_palette
     from salmask.errors import InputError
-    from salmask.io import read_image, write_png
-    from salmask.registry import Context
-    from salmask.seg.inference import prepare_model, segment
-    from salmask.seg.train import load_seg_model
+    from salmask.io import write_png
 
     work = Path(a.work_dir)
-    checkpoint, config = work / "train_seg" / "model.pt", work / "config.yaml"
-    if not config.is_file():
-        raise InputError(config, "not a salmask work directory (no config.yaml)")
+    predictor = load(work, device=a.device, overrides=a.overrides)  # the run's inference settings
+    checkpoint = work / "train_seg" / "model.pt"
     if not checkpoint.is_file():
         raise InputError(checkpoint, "no trained DeepLab in this work directory; run its train_seg stage first")
     images = Path(a.images)
@@ -142,18 +137,15 @@ def _cmd_segment(a: argparse.Namespace) -> None:
         paths = {images.stem: images}
     else:
         raise InputError(images, "no such image or folder")
-    cfg = load_config(str(config), [f"device={a.device}", *a.overrides])  # the run's inference settings
-    s, ctx = cfg.seg, Context(cfg, work)
-    use_crf = crf_enabled(s.crf, "seg.crf")
+    s = predictor.settings.seg
     t0 = time.perf_counter()
-    model = prepare_model(load_seg_model(checkpoint, s, ctx.device), ctx.device)
+    predictor.network("deeplab")
     out, palette = Path(a.out), voc_palette()
     t1 = time.perf_counter()
     for i, path in paths.items():
-        mask = segment(model, [read_image(path)], scales=tuple(s.scales), flip=s.flip, crf=use_crf, amp=ctx.amp)[0]
-        write_png(out / f"{i}.png", mask, palette)
+        write_png(out / f"{i}.png", predictor.segment(read_image(path)), palette)
     t2 = time.perf_counter()
-    print(f"{len(paths)} masks in {out} (scales {list(s.scales)}, flip {s.flip}, CRF {use_crf}): {t2 - t1:.1f} s, "
+    print(f"{len(paths)} masks in {out} (scales {list(s.scales)}, flip {s.flip}, CRF {s.crf}): {t2 - t1:.1f} s, "
           f"{len(paths) / (t2 - t1):.2f} images/s (+{t1 - t0:.1f} s loading the model)")
 
 

@@ -6,10 +6,11 @@ import torch
 
 from salmask.boundary.crf import crf_enabled, crf_package
 from salmask.boundary.labels import boundary_labels, saliency_is_informative
-from salmask.boundary.train import load_boundary_net, train_boundary
+from salmask.boundary.train import train_boundary
 from salmask.data.transforms import to_tensor
 from salmask.errors import InputError
 from salmask.io import load_npz, read_gray, read_image, save_npz, write_png
+from salmask.models.build import load_network
 from salmask.registry import Context, stage
 from salmask.stage_utils import image_size, loop, prefetch, size_batches, todo
 from salmask.utils.log import logger, progress_bar
@@ -81,7 +82,7 @@ def run_train_boundary(ctx: Context) -> dict:
 def run_make_boundary(ctx: Context) -> dict:
     """Flip-averaged boundary maps at stride 4 (float16 .npz per image)."""
     images = ctx.split("pseudo_split", need_labels=False)
-    net = load_boundary_net(ctx.dir("train_boundary") / "model.pt", ctx.device)
+    net = load_network(ctx.dir("train_boundary") / "model.pt", ctx.device, expect="boundary")
     out = ctx.dir()
     ids = todo(images.ids, lambda i: out / f"{i}.npz")
     batches, _ = size_batches({i: image_size(images.image_path(i)) for i in ids}, ctx.cfg.boundary.infer_batch,

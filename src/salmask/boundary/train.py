@@ -12,8 +12,8 @@ from salmask.boundary.loss import boundary_loss
 from salmask.data import transforms as T
 from salmask.io import read_gray, read_image, read_mask
 from salmask.models.boundary_net import BoundaryNet
-from salmask.utils.train import (fit, load_checkpoint, make_loader, model_from_checkpoint, save_checkpoint,
-                                 seed_everything, wrap_ddp)
+from salmask.models.build import save_network
+from salmask.utils.train import fit, load_checkpoint, make_loader, seed_everything, wrap_ddp
 
 
 class BoundaryDataset(Dataset):
@@ -75,17 +75,10 @@ def train_boundary(ids: list[str], image_path, label_dir: Path, saliency_dir: Pa
 
     history = fit(ddp, loader, optimizer, total_steps=cfg.epochs * max(1, len(loader)), step_fn=step,
                   device=device, out_dir=out_dir, desc="train_boundary", amp=amp, tensorboard=tensorboard)
-    save_checkpoint(out_dir / "model.pt", model=net.state_dict(), backbone=_backbone_name(cfg, cam_checkpoint),
-                    freeze_backbone=net.freeze_backbone)
+    save_network(out_dir / "model.pt", net, "boundary", {"backbone": _backbone_name(cfg, cam_checkpoint),
+                                                         "freeze_backbone": net.freeze_backbone})
     return {"steps": len(history), "final_loss": history[-1]["loss"] if history else None}
 
 
 def _backbone_name(cfg, cam_checkpoint: Path) -> str:
     return load_checkpoint(cam_checkpoint).get("backbone", cfg.backbone) if cfg.init == "cam" else cfg.backbone
-
-
-def load_boundary_net(path: Path, device: torch.device) -> BoundaryNet:
-    net = model_from_checkpoint(path, lambda c: BoundaryNet(str(c["backbone"]), pretrained=False,
-                                                            freeze_backbone=bool(c.get("freeze_backbone", True))),
-                                ("model", "backbone"))
-    return net.to(device).eval()

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from salmask.cam.evaluate import ThresholdSweep
 from salmask.cam.infer import cams_for_batch
-from salmask.cam.train import load_cam_model, train_cam
+from salmask.cam.train import train_cam
+from salmask.errors import InputError
 from salmask.io import load_npz, read_image, read_mask, save_npz, write_json
+from salmask.models.build import load_network
 from salmask.registry import Context, stage
 from salmask.stage_utils import eval_ids, image_size, prefetch, size_batches, todo
 from salmask.utils import dist
@@ -33,7 +35,12 @@ def run_make_cam(ctx: Context) -> dict:
     """Multi-scale flip-averaged CAMs of the pseudo-mask split, stride 4 and full size, per image .npz."""
     images = ctx.split("pseudo_split")
     cfg = ctx.cfg.cam
-    model = load_cam_model(ctx.dir("train_cam") / "model.pt", cfg, images.meta.num_fg, ctx.device)
+    path = ctx.dir("train_cam") / "model.pt"
+    model = load_network(path, ctx.device, expect="cam",
+                         defaults={"backbone": cfg.backbone, "attention_k": cfg.attention_k})
+    if model.classifier.weight.shape[0] != images.meta.num_fg:
+        raise InputError(path, f"classifies {model.classifier.weight.shape[0]} classes, the dataset has "
+                               f"{images.meta.num_fg}")
     out = ctx.dir()
     ids = todo(images.ids, lambda i: out / f"{i}.npz")
     sizes = {i: image_size(images.image_path(i)) for i in ids}

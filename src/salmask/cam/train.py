@@ -11,8 +11,9 @@ from torch.utils.data import Dataset
 from salmask.data import transforms as T
 from salmask.data.datasets import ImageSet
 from salmask.io import read_image
+from salmask.models.build import save_network
 from salmask.models.cam_net import CAMNet
-from salmask.utils.train import fit, make_loader, save_checkpoint, seed_everything, wrap_ddp
+from salmask.utils.train import fit, make_loader, seed_everything, wrap_ddp
 
 
 class ClassificationDataset(Dataset):
@@ -56,15 +57,8 @@ def train_cam(images: ImageSet, cfg, *, device: torch.device, out_dir: Path, amp
 
     history = fit(ddp, loader, optimizer, total_steps=cfg.epochs * max(1, len(loader)), step_fn=step,
                   device=device, out_dir=out_dir, desc="train_cam", amp=amp, tensorboard=tensorboard)
-    save_checkpoint(out_dir / "model.pt", model=model.state_dict(), classes=list(images.meta.classes),
-                    backbone=cfg.backbone)
+    save_network(out_dir / "model.pt", model, "cam", {"num_classes": images.meta.num_fg, "backbone": cfg.backbone,
+                                                      "attention_k": cfg.attention_k},
+                 classes=list(images.meta.classes), backbone=cfg.backbone)
     last = [h["loss"] for h in history[-max(1, len(loader)):]]
     return {"steps": len(history), "final_loss": float(np.mean(last)) if last else None}
-
-
-def load_cam_model(path: Path, cfg, num_fg: int, device: torch.device) -> CAMNet:
-    from salmask.utils.train import model_from_checkpoint
-
-    model = model_from_checkpoint(path, lambda c: CAMNet(num_fg, str(c.get("backbone", cfg.backbone)), False,
-                                                         cfg.attention_k))
-    return model.to(device).eval()

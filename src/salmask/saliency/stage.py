@@ -20,7 +20,9 @@ from salmask.registry import Context, stage
 from salmask.stage_utils import image_size, loop, prefetch, todo
 from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
-from salmask.utils.train import model_from_checkpoint, save_checkpoint, seed_everything
+from salmask.models.build import load_network, save_network
+from salmask.models.rgbsod import RGBSOD
+from salmask.utils.train import seed_everything
 
 
 def sod_roots(ctx: Context) -> tuple[Path | None, Path | None]:
@@ -32,17 +34,15 @@ def sod_roots(ctx: Context) -> tuple[Path | None, Path | None]:
     return (Path(s.data_root) if s.data_root else None), (Path(s.test_root) if s.test_root else None)
 
 
-def build_rgbsod(ctx: Context, pretrained: bool | str):
-    from salmask.models.rgbsod import RGBSOD
-
+def rgbsod_args(ctx: Context) -> dict:
+    """The RGB-SOD network's build arguments from the ``sod`` config section."""
     s = ctx.cfg.sod
-    return RGBSOD(s.encoder, pretrained=pretrained, img_size=s.img_size,
-                  encoder_kwargs=OmegaConf.to_container(s.encoder_kwargs), decoder_channels=s.decoder_channels)
+    return {"encoder": s.encoder, "img_size": s.img_size, "encoder_kwargs": OmegaConf.to_container(s.encoder_kwargs),
+            "decoder_channels": s.decoder_channels}
 
 
 def load_rgbsod(ctx: Context):
-    model = model_from_checkpoint(ctx.dir("train_sod") / "model.pt", lambda c: build_rgbsod(ctx, False))
-    return model.to(ctx.device).eval()
+    return load_network(ctx.dir("train_sod") / "model.pt", ctx.device, expect="rgbsod", defaults=rgbsod_args(ctx))
 
 
 @stage("train_sod", sections=("sod",), needs=("generate",), enabled=lambda cfg: cfg.saliency.source == "rgbsod",
@@ -56,13 +56,13 @@ def run_train_sod(ctx: Context) -> dict:
         raise ConfigError("saliency.source=rgbsod needs sod.data_root (a DUTS-layout folder: Images/, Masks/)")
     s = ctx.cfg.sod
     seed_everything(ctx.cfg.seed)
-    model = build_rgbsod(ctx, s.pretrained)
+    model = RGBSOD(**rgbsod_args(ctx), pretrained=s.pretrained)
     ctx.used("tensorboard", bool(ctx.cfg.tensorboard))
     history = train_rgbsod(model, root, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, lr_step=s.lr_step,
                            lr_gamma=s.lr_gamma, img_size=s.img_size, device=ctx.device, out_dir=ctx.dir(),
                            num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, amp=ctx.amp,
                            tensorboard=ctx.cfg.tensorboard)
-    save_checkpoint(ctx.dir() / "model.pt", model=model.state_dict(), encoder=s.encoder)
+    save_network(ctx.dir() / "model.pt", model, "rgbsod", rgbsod_args(ctx))
     return {"steps": len(history), "final_loss": history[-1]["loss"] if history else None}
 
 

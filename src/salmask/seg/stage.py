@@ -6,9 +6,10 @@ from pathlib import Path
 from salmask.boundary.crf import crf_enabled, crf_package
 from salmask.errors import InputError
 from salmask.io import read_image, write_png
+from salmask.models.build import load_network
 from salmask.registry import Context, stage
 from salmask.seg.inference import export_voc_test, prepare_model, segment
-from salmask.seg.train import load_seg_model, train_seg
+from salmask.seg.train import train_seg
 from salmask.stage_utils import image_size, prefetch, size_batches, todo
 from salmask.utils import dist
 from salmask.utils.log import progress_bar
@@ -63,7 +64,8 @@ def run_train_seg(ctx: Context) -> dict:
 
 def _infer(ctx: Context, images, ids: list[str], out: Path) -> None:
     s = ctx.cfg.seg
-    model = prepare_model(load_seg_model(ctx.dir("train_seg") / "model.pt", s, ctx.device), ctx.device)
+    model = prepare_model(load_network(ctx.dir("train_seg") / "model.pt", ctx.device, expect="deeplab",
+                                       defaults={"norm": s.norm}), ctx.device)
     use_crf = crf_enabled(s.crf, "seg.crf")
     ctx.used("crf", crf_package() if use_crf else False)
     ids = todo(ids, lambda i: out / f"{i}.png")

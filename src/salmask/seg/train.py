@@ -12,9 +12,9 @@ from salmask.data import transforms as T
 from salmask.data.meta import IGNORE_INDEX
 from salmask.io import read_image, read_mask
 from salmask.models.backbones import freeze_backbone
+from salmask.models.build import save_network
 from salmask.models.deeplab import build_segmenter, msc_logits, param_groups
-from salmask.utils.train import (fit, load_checkpoint, make_loader, model_from_checkpoint, save_checkpoint,
-                                 seed_everything, wrap_ddp)
+from salmask.utils.train import fit, load_checkpoint, make_loader, seed_everything, wrap_ddp
 
 
 class SegDataset(Dataset):
@@ -96,17 +96,7 @@ def train_seg(ids: list[str], image_path, mask_dir: Path, num_classes: int, cfg,
     history = fit(ddp, loader, optimizer, total_steps=cfg.iterations, step_fn=step, device=device,
                   out_dir=out_dir, desc="train_seg", amp=amp, checkpoint_every=cfg.checkpoint_every,
                   tensorboard=tensorboard)
-    save_checkpoint(out_dir / "model.pt", model=model.state_dict(), arch=cfg.arch, backbone=cfg.backbone,
-                    num_classes=num_classes, channels=cfg.channels, norm=cfg.norm)
+    save_network(out_dir / "model.pt", model, "deeplab", {"arch": cfg.arch, "backbone": cfg.backbone,
+                                                          "num_classes": num_classes, "norm": cfg.norm,
+                                                          "channels": cfg.channels})
     return {"steps": len(history), "final_loss": history[-1]["loss"] if history else None}
-
-
-def load_seg_model(path: Path, cfg=None, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """The DeepLab of a ``train_seg/model.pt``, in eval mode on ``device``. The checkpoint names its
-    architecture; ``cfg`` (the run's ``seg`` section) gives the head's norm for checkpoints that predate
-    recording it."""
-    model = model_from_checkpoint(path, lambda c: build_segmenter(
-        str(c["arch"]), backbone=str(c["backbone"]), num_classes=int(c["num_classes"]), pretrained=False,
-        norm=str(c.get("norm", cfg.norm if cfg is not None else "bn")), channels=int(c.get("channels", 256))),
-        ("model", "arch", "backbone", "num_classes"))
-    return model.to(device).eval()

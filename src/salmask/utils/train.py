@@ -105,18 +105,6 @@ def load_checkpoint(path: Path, need: tuple[str, ...] = ()) -> dict:
     return ckpt
 
 
-def model_from_checkpoint(path: Path, build, need: tuple[str, ...] = ("model",)) -> nn.Module:
-    """``build(ckpt)`` loaded with ``ckpt["model"]``; a checkpoint whose settings or weights do not make that
-    network (unknown backbone, wrong shapes, missing tensors) is an InputError naming ``path``."""
-    ckpt = load_checkpoint(path, need)
-    try:
-        model = build(ckpt)
-        model.load_state_dict(ckpt["model"])
-    except (SalmaskError, RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise InputError(path, f"does not make the network it is for ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
-    return model
-
-
 def _rng_state(loader: DataLoader) -> list[torch.Tensor]:
     """The random state an epoch's augmentations draw from: the global torch RNG (main-process loading)
     and the loader's generator (worker seeds)."""
