@@ -1,5 +1,8 @@
 """Configuration: YAML presets over ``configs/base.yaml`` plus ``key=value`` overrides (OmegaConf).
 
+A preset (or a user's YAML file) may build on another with ``base: NAME`` (a preset, or a file relative to
+it) and then holds only what it changes.
+
 Every key must exist in ``base.yaml`` (struct mode), so a typo is a ``ConfigError`` rather than a silently
 ignored setting. Values are typed by YAML (``true``/``false`` are booleans, never strings).
 """
@@ -28,33 +31,56 @@ def _preset_text(name: str) -> str:
     return resources.files("salmask.configs").joinpath(f"{name}.yaml").read_text()
 
 
-def load_config(preset_or_path: str = "demo", overrides: Sequence[str] = ()) -> DictConfig:
-    """Base config, merged with a preset name or YAML file, then ``key=value`` overrides."""
-    base = OmegaConf.create(_preset_text("base"))
-    OmegaConf.set_struct(base, True)
-    for free in FREE_FORM:
-        OmegaConf.set_struct(OmegaConf.select(base, free), False)
+INHERIT = "base"
+"""A preset's top-level key naming the preset (or YAML file, relative to it) it builds on."""
+
+
+def _layers(preset_or_path: str, seen: tuple[str, ...] = ()) -> list[tuple[DictConfig, str]]:
+    """The config layers of a preset or YAML file, each it inherits from (``base: NAME``) first."""
     if preset_or_path in PRESETS:
-        layer_text, origin = _preset_text(preset_or_path), f"preset {preset_or_path!r}"
+        text, origin, folder = _preset_text(preset_or_path), f"preset {preset_or_path!r}", None
     else:
         path = Path(preset_or_path)
         if not path.is_file():
             raise ConfigError(f"{preset_or_path}: neither a preset ({', '.join(PRESETS)}) nor a YAML file")
         try:
-            layer_text, origin = path.read_text(encoding="utf-8"), str(path)
+            text, origin, folder = path.read_text(encoding="utf-8"), str(path), path.parent
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read the config file ({e})") from None
+    if origin in seen:
+        raise ConfigError(f"{origin}: inherits from itself ({' -> '.join((*seen, origin))})")
     try:
-        layer = OmegaConf.create(layer_text) or OmegaConf.create({})
-        if not isinstance(layer, DictConfig):
-            raise ConfigError(f"{origin}: a config file holds a mapping of keys, not a {type(layer).__name__}")
-        cfg = OmegaConf.merge(base, layer)
-        _check_types(OmegaConf.to_container(base), OmegaConf.to_container(cfg), "")
-        _check_resolves(cfg)
-    except ConfigError as e:
-        raise ConfigError(str(e) if str(e).startswith(origin) else f"{origin}: {e}") from None
-    except (OmegaConfBaseException, yaml.YAMLError, TypeError, ValueError, AssertionError) as e:  # a scalar: assert
+        layer = OmegaConf.create(text) or OmegaConf.create({})
+    except (OmegaConfBaseException, yaml.YAMLError) as e:
         raise ConfigError(f"{origin}: {_short(e)}") from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{origin}: a config file holds a mapping of keys, not a {type(layer).__name__}")
+    parent = layer.pop(INHERIT, None)
+    if parent is None:
+        return [(layer, origin)]
+    parent = str(parent)
+    if parent not in PRESETS and folder is not None and not Path(parent).is_absolute():
+        parent = str(folder / parent)
+    return [*_layers(parent, (*seen, origin)), (layer, origin)]
+
+
+def load_config(preset_or_path: str = "demo", overrides: Sequence[str] = ()) -> DictConfig:
+    """Base config, merged with a preset name or YAML file (and the presets it inherits from with
+    ``base: NAME``), then ``key=value`` overrides."""
+    base = OmegaConf.create(_preset_text("base"))
+    OmegaConf.set_struct(base, True)
+    for free in FREE_FORM:
+        OmegaConf.set_struct(OmegaConf.select(base, free), False)
+    cfg = base
+    for layer, origin in _layers(preset_or_path):
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+            _check_types(OmegaConf.to_container(base), OmegaConf.to_container(cfg), "")
+            _check_resolves(cfg)
+        except ConfigError as e:
+            raise ConfigError(str(e) if str(e).startswith(origin) else f"{origin}: {e}") from None
+        except (OmegaConfBaseException, yaml.YAMLError, TypeError, ValueError, AssertionError) as e:  # a scalar: assert
+            raise ConfigError(f"{origin}: {_short(e)}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")

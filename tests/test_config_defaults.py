@@ -1,0 +1,94 @@
+"""One source for every default: the library's keyword defaults are base.yaml's, and presets inherit."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from omegaconf import OmegaConf
+
+import salmask
+from salmask.config import ConfigError, load_config
+
+
+def defaults():
+    """base.yaml alone: the defaults every preset starts from."""
+    from importlib import resources
+
+    with resources.as_file(resources.files("salmask.configs") / "base.yaml") as base:
+        return load_config(str(base))
+
+# (function, keyword) -> the config key whose default it must equal
+SAME_AS_CONFIG = {
+    ("boundary_labels", "fg_thres"): "boundary_labels.fg_thres",
+    ("boundary_labels", "bg_thres"): "boundary_labels.bg_thres",
+    ("boundary_labels", "window"): "boundary_labels.window",
+    ("boundary_labels", "theta_scale"): "boundary_labels.theta_scale",
+    ("boundary_labels", "theta_diff"): "boundary_labels.theta_diff",
+    ("boundary_labels", "sal_edge_thres"): "boundary_labels.sal_edge_thres",
+    ("random_walk", "beta"): "walk.beta",
+    ("random_walk", "exp_times"): "walk.exp_times",
+    ("random_walk", "radius"): "walk.radius",
+    ("pseudo_masks", "beta"): "walk.beta",
+    ("pseudo_masks", "exp_times"): "walk.exp_times",
+    ("pseudo_masks", "radius"): "walk.radius",
+    ("pseudo_masks", "bg_score"): "walk.bg_score",
+    ("select_masks", "mode"): "select.mode",
+    ("select_masks", "t0"): "select.t0",
+    ("select_masks", "t1"): "select.t1",
+    ("select_masks", "tau"): "select.tau",
+    ("select_masks", "eta"): "select.eta",
+    ("select_masks", "sal_thres"): "select.sal_thres",
+    ("select_masks", "salient_classes"): "select.salient_classes",
+    ("select_masks", "allow_missing"): "saliency.allow_missing",
+    ("segment", "flip"): "seg.flip",
+    ("segment", "crf"): "seg.crf",
+}
+DIFFERENT_ON_PURPOSE = {
+    ("boundary_labels", "crf"): "the CRF needs the image: on when an image is given",
+    ("load", "boundary"): "the boundary network's checkpoint, not walk.boundary",
+    ("class_activation_maps", "scales"): "one scale for a single quick call; salmask.load(work_dir) uses the run's",
+    ("segment", "scales"): "one scale for a single quick call; salmask.load(work_dir) uses the run's",
+}
+
+
+@pytest.mark.parametrize("function, keyword", sorted(SAME_AS_CONFIG))
+def test_library_defaults_are_the_configs(function, keyword):
+    default = inspect.signature(getattr(salmask, function)).parameters[keyword].default
+    assert default == OmegaConf.select(defaults(), SAME_AS_CONFIG[function, keyword]), (function, keyword)
+
+
+def test_every_config_like_keyword_is_listed():
+    """A new keyword that shadows a config key is either checked above or explained as a deliberate difference."""
+    cfg = OmegaConf.to_container(defaults())
+    leaves = {k for section in cfg.values() if isinstance(section, dict) for k in section}
+    for name in salmask.__all__:
+        fn = getattr(salmask, name)
+        if not inspect.isfunction(fn):
+            continue
+        for keyword, p in inspect.signature(fn).parameters.items():
+            if p.default is not inspect.Parameter.empty and keyword in leaves:
+                assert (name, keyword) in SAME_AS_CONFIG or (name, keyword) in DIFFERENT_ON_PURPOSE \
+                    or keyword in ("device", "size", "saliency", "labels", "num_classes"), (name, keyword)
+
+
+def test_presets_inherit(tmp_path):
+    """voc_v3plus, coco and voc_cpu build on voc and hold only what they change; a user's file may too."""
+    from importlib import resources
+
+    for preset in ("voc_v3plus", "coco", "voc_cpu"):
+        text = resources.files("salmask.configs").joinpath(f"{preset}.yaml").read_text()
+        assert "\nbase: voc\n" in text, preset
+        assert "bg_score: 0.21" not in text and "kind: voc\n" not in text, preset
+    assert load_config("voc_v3plus").walk.bg_score == 0.21 and load_config("voc_v3plus").amp is False
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: voc_cpu\nwalk:\n  beta: 7.0\n")
+    cfg = load_config(str(mine))
+    assert cfg.walk.beta == 7.0 and cfg.walk.bg_score == "auto" and cfg.cam.backbone == "efficientnet-lite0"
+    (tmp_path / "child.yaml").write_text("base: mine.yaml\nseed: 5\n")
+    assert load_config(str(tmp_path / "child.yaml")).walk.beta == 7.0
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="inherits from itself"):
+        load_config(str(tmp_path / "loop.yaml"))
+    (tmp_path / "typo.yaml").write_text("base: voc\nwalk:\n  betaa: 7.0\n")
+    with pytest.raises(ConfigError, match="betaa"):
+        load_config(str(tmp_path / "typo.yaml"))
