@@ -72,7 +72,9 @@ def check_plan(cfg: DictConfig, stages: Sequence[str], work_dir: Path, before: I
         if st.model is not None:
             check(lambda st=st: _check_pretrained(cfg, st))
     check(lambda: _check_packages(cfg, run, problems))
-    check(lambda: _check_seg_source(cfg, run))
+    for st in _stages_of(sorted(run)):
+        if st.check is not None:
+            check(lambda st=st: st.check(cfg))
     check(lambda: _check_work_dir(work_dir, run, counts, pixels, problems))
     return list(dict.fromkeys(problems))
 
@@ -287,13 +289,6 @@ def _check_packages(cfg: DictConfig, run: set[str], problems: list[str]) -> None
             and importlib.util.find_spec("tensorboard") is None:
         problems.append("tensorboard=true needs the tensorboard package: pip install 'salmask[tensorboard]', "
                         "or set tensorboard=false")
-
-
-def _check_seg_source(cfg: DictConfig, run: set[str]) -> None:
-    from salmask.seg.stage import mask_folder
-
-    if "train_seg" in run:
-        mask_folder(str(cfg.seg.source))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A stage declares everything about itself next to its ``run`` (``@stage(...)`` in its package's ``stage.py``):
 the config sections its output depends on, its upstream stages, the dataset splits it reads and whether
 it needs their image-level labels or ground-truth masks, its disk use, the backbone whose ``pretrained``
-value it resolves, the dense-CRF key it honours, its label in tables and reports, and its code version.
+value it resolves, the dense-CRF key it honours, its label in tables and reports, its code version, and its own pre-flight check.
 Pre-flight, the study runner, the summary table and the report read those declarations; none keeps a
 list of its own. The pipeline's order is the one :mod:`salmask.stages` gives: its list of stage modules, each declaring its
 stages in order.
@@ -59,6 +59,9 @@ class Stage:
     """(config section, backbone key) of the network a training stage builds; its ``pretrained`` is checked."""
     crf_key: str | None = None
     """The config key that turns on the dense CRF in this stage (the optional ``pydensecrf2`` package)."""
+    check: Callable[[DictConfig], None] | None = None
+    """The stage's own pre-flight check of its settings and inputs: raises a ``SalmaskError`` naming the key
+    or file (run before the first stage starts, with every other problem of the plan)."""
 
     def requires(self, cfg: DictConfig) -> tuple[str, ...]:
         """Upstream stages (``needs`` may depend on the config, e.g. the segmentation mask source)."""
@@ -84,7 +87,7 @@ def stage(name: str, *, sections: Iterable[str],
           enabled: Callable[[DictConfig], bool] = lambda cfg: True, version: int = 1, label: str = "",
           reads: Iterable[str] = (), labels: Iterable[str] = (), masks: Iterable[str] = (),
           bytes_per_pixel: float = 0.0, checkpoint_bytes: float = 0.0, model: tuple[str, str] | None = None,
-          crf_key: str | None = None) -> Callable:
+          crf_key: str | None = None, check: Callable[[DictConfig], None] | None = None) -> Callable:
     """Decorator registering ``fn(ctx) -> dict`` as the stage ``name`` with its declaration (see :class:`Stage`)."""
 
     def wrap(fn: Callable[["Context"], dict]) -> Callable[["Context"], dict]:
@@ -95,7 +98,7 @@ def stage(name: str, *, sections: Iterable[str],
             raise ConfigError(f"stage {name!r} declares unknown split keys {unknown}")
         STAGES[name] = Stage(name, fn, tuple(sections), needs if callable(needs) else tuple(needs), enabled,
                              (fn.__doc__ or "").strip(), version, label or name, tuple(reads), tuple(labels),
-                             tuple(masks), bytes_per_pixel, checkpoint_bytes, model, crf_key)
+                             tuple(masks), bytes_per_pixel, checkpoint_bytes, model, crf_key, check)
         return fn
 
     return wrap

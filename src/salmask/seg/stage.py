@@ -46,7 +46,7 @@ def _needs(cfg) -> tuple[str, ...]:
 
 
 @stage("train_seg", sections=TRAIN_KEYS, needs=_needs, label="segmentation network", reads=("train_split",),
-       checkpoint_bytes=800e6, model=("seg", "backbone"))
+       checkpoint_bytes=800e6, model=("seg", "backbone"), check=lambda cfg: mask_folder(str(cfg.seg.source)))
 def run_train_seg(ctx: Context) -> dict:
     """Train DeepLab on the pseudo masks (of the Selector by default)."""
     train = ctx.split("train_split", need_labels=False)
