@@ -60,7 +60,8 @@ def run_train_sod(ctx: Context) -> dict:
     model = build_rgbsod(ctx, s.pretrained)
     history = train_rgbsod(model, root, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, lr_step=s.lr_step,
                            lr_gamma=s.lr_gamma, img_size=s.img_size, device=ctx.device,
-                           num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, progress=dist.is_main())
+                           num_workers=dist.loader_workers(ctx.cfg.num_workers), seed=ctx.cfg.seed,
+                           progress=dist.is_main())
     save_checkpoint(ctx.dir() / "model.pt", model=model.state_dict(), encoder=s.encoder)
     if dist.is_main():
         write_json(ctx.dir() / "history.json", history)
