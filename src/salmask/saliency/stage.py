@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from salmask.errors import ConfigError, InputError
 from salmask.io import read_gray, read_image, write_gray
 from salmask.pipeline import Context, stage
+from salmask.saliency.names import source_fields
 from salmask.stage_utils import image_size, loop, prefetch, todo
 from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
@@ -121,8 +122,10 @@ def run_saliency(ctx: Context) -> dict:
     ids = todo(images.ids, lambda i: out / f"{i}.png")
     flags = {"all_zero": [], "missing": []}
     zb = ctx.cfg.saliency.zero_below
+    produced_by = source_fields(ctx.cfg, src)
     if src == "precomputed":
         folder = _precomputed_dir(ctx, images)
+        produced_by["dir"] = str(folder)
         for i in loop(ids, "saliency"):
             path = folder / f"{i}.png"
             hw = image_size(images.image_path(i))
@@ -143,7 +146,7 @@ def run_saliency(ctx: Context) -> dict:
         predict, batch = predictor(ctx, src)
         for i, m in predict_files(ids, images.image_path, predict, batch):
             _write(out, i, m, flags, zb)
-    return {"images": len(images.ids), "source": src,
+    return {"images": len(images.ids), **produced_by,
             "all_zero": _gather(out, "all_zero", flags["all_zero"]),
             "missing": _gather(out, "missing", flags["missing"])}
 
@@ -196,4 +199,5 @@ def run_eval_sod(ctx: Context) -> dict:
         metrics[src] = {k: v for k, v in score_sod_folders(folder, test_root / "Masks").items()}
         logger.info("eval_sod %-8s %s", src, "  ".join(f"{k}={v:.4f}" for k, v in metrics[src].items()
                                                         if isinstance(v, float)))
-    return {"images": len(pairs), "metrics": metrics}
+    return {"images": len(pairs), "metrics": metrics,
+            "sources": {src: source_fields(ctx.cfg, src) for src in sources}}
