@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
+from timm.models import get_pretrained_cfg
 
 from salmask.errors import ConfigError
 
@@ -59,8 +60,6 @@ class HubWeights:
 
 def hub_weights(backbone: str) -> HubWeights:
     """Where timm would fetch ``backbone``'s (a timm name) default ImageNet weights; a ConfigError when it has none."""
-    from timm.models import get_pretrained_cfg
-
     cfg = get_pretrained_cfg(backbone)
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
         raise ConfigError(f"timm has no ImageNet weights for {backbone!r}")
