@@ -8,7 +8,7 @@ from salmask.errors import ConfigError
 from salmask.utils.dist import loader_workers
 
 
-def test_num_workers_auto_fits_the_machine(monkeypatch):
+def test_num_workers_auto_fits_the_machine(monkeypatch, tmp_path):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     for cpus, want in ((1, 1), (2, 2), (3, 3), (16, 4)):
         monkeypatch.setattr("os.sched_getaffinity", lambda pid, n=cpus: set(range(n)), raising=False)
@@ -18,6 +18,10 @@ def test_num_workers_auto_fits_the_machine(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert loader_workers("auto") == 1
     assert load_config("voc").num_workers == "auto" and load_config("voc", ["num_workers=0"]).num_workers == 0
+    saved = tmp_path / "config.yaml"  # a work dir's saved config, as the report reads it
+    for value in ("0", "3", "auto"):
+        saved.write_text(f"num_workers: {value}\n")
+        assert str(load_config(str(saved)).num_workers) == value
     for bad in ("-1", "many", "true"):
         with pytest.raises(ConfigError, match="num_workers"):
             load_config("voc", [f"num_workers={bad}"])
