@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from salmask.errors import ConfigError
 
-PRESETS = ("demo", "voc", "voc_cpu", "voc_v3plus", "coco")
+PRESETS = ("demo", "voc", "voc_cpu", "voc_small", "voc_v3plus", "coco")
 FREE_FORM = ("sod.encoder_kwargs",)
 STRING_OR_BOOL = ("cam.pretrained", "sod.pretrained", "boundary.pretrained", "seg.pretrained")  # or a checkpoint path  # passed through to timm as they are
 AUTO_OR_INT = ("cam.infer_batch", "boundary.infer_batch", "seg.infer_batch")  # "auto" or a number of images
