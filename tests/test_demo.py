@@ -28,7 +28,10 @@ def test_quick_demo(tmp_path, capsys):
     assert summary["ablation"]["walk_learned"]["same_as_main"] and "walk_learned" not in summary["ablation_seconds"]
     assert set(summary["ablation_seconds"]["walk_saliency"]) == {"make_pseudo", "eval_pseudo"}
     assert summary["sbe"]["bg"]["auto"] and 0.05 <= summary["sbe"]["bg"]["score"] <= 0.95
-    assert summary["saliency_source"] == "rgbsod" and summary["seconds"]["train_cam"] > 0
+    assert summary["saliency"] == {"source": "rgbsod", "encoder": "swin_tiny_patch4_window7_224",
+                                   "name": "RGB-SOD saliency"} and summary["seconds"]["train_cam"] > 0
+    assert {n: e["name"] for n, e in summary["sod_sources"].items()} == {"classic": "classic MB+ saliency",
+                                                                         "rgbsod": "RGB-SOD saliency"}
     assert set(summary["ablation_seconds"]["bes"]) == {"make_boundary_labels", "train_boundary", "make_boundary",
                                                        "make_pseudo", "eval_pseudo"}
     # the labels do not depend on the boundary loss: that variant reuses the main run's
@@ -41,7 +44,7 @@ def test_quick_demo(tmp_path, capsys):
     assert (work / "report.html").stat().st_size > 10_000
     captured = capsys.readouterr()
     out = captured.out
-    assert "pseudo: SBE + Selector" in out and "segmentation (val)" in out
+    assert "pseudo: SBE + Selector" in out and "segmentation (val)" in out and "pseudo: SBE (RGB-SOD saliency)" in out
     # a smoke run ranks nothing: a banner, and every row of the table marked
     assert summary["smoke"] is True and out.count("SMOKE RUN") == 2
     table = out[out.index("\nstage ") + 1:out.rindex("SMOKE RUN")].splitlines()

@@ -146,7 +146,7 @@ def test_report_has_every_section_and_tile(work: Path) -> None:
     table = html[html.index('id="metrics"'):html.index('id="per-class"')]
     assert "40.00" in table and "55.00" in table and "60.00" in table and "50.50" in table and "52.00" in table
     assert re.search(r"SOS\)</td><td colspan=\"\d+\">not run", table)
-    assert "best t=0.30: mIoU 41.00" in table and "replaced 1 of 2" in table and "rgbsod" in table
+    assert "best t=0.30: mIoU 41.00" in table and "replaced 1 of 2" in table and "RGB-SOD saliency" in table
     assert html.count("data:image/png") >= 4  # per-class, losses, CAM sweep, selector sweep (+ masks)
     for name, _ in BOUNDARY_CODES.values():
         assert name in html

@@ -523,11 +523,13 @@ def run(preset: str = "demo", overrides: Sequence[str] = (), *, stages: Sequence
 
     Returns:
         the metric summary the CLI prints (``cam``, ``sod``, ``sbe``, ``sos``, ``seg`` as present; see
-        :func:`salmask.summary.build_summary`) plus ``stages``: {stage: manifest} and ``work_dir``.
+        :func:`salmask.summary.build_summary`), what produced its saliency (``saliency``, ``sod_sources``: see
+        :func:`salmask.report.sources.saliency_entries`), ``stages``: {stage: manifest} and ``work_dir``.
     """
     from salmask.config import load_config
     from salmask.summary import build_summary
     from salmask.pipeline import run_pipeline
+    from salmask.report.sources import saliency_entries
 
     items = [*overrides]
     for key, value in settings.items():
@@ -535,8 +537,8 @@ def run(preset: str = "demo", overrides: Sequence[str] = (), *, stages: Sequence
         items.append(f"{key.replace('__', '.')}={text}")
     cfg = load_config(preset, items)
     results = run_pipeline(cfg, stages=list(stages) if stages is not None else None, force=force)
-    return {**build_summary(results, {}), "stages": results,
-            "work_dir": str(Path(cfg.work_dir).expanduser().resolve())}
+    work_dir = Path(cfg.work_dir).expanduser().resolve()
+    return {**build_summary(results, {}), **saliency_entries(work_dir), "stages": results, "work_dir": str(work_dir)}
 
 
 # ----------------------------------------------------------------------------------------------------

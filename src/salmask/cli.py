@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the pipeline from a preset or YAML config")
-    r.add_argument("config", help="preset (demo, voc, voc_cpu, voc_v3plus, coco) or a YAML file")
+    r.add_argument("config", help="preset (demo, voc, voc_cpu, voc_small, voc_v3plus, coco) or a YAML file")
     r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. dataset.root=/data")
     r.add_argument("--stages", help="comma-separated stages to run (default: all enabled)")
     r.add_argument("--force", action="store_true", help="rerun the selected stages even if complete")

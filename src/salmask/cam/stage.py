@@ -26,7 +26,8 @@ def run_train_cam(ctx: Context) -> dict:
     images.check_files()
     ctx.used("tensorboard", bool(ctx.cfg.tensorboard))
     return train_cam(images, ctx.cfg.cam, device=ctx.device, out_dir=ctx.dir(), amp=ctx.amp,
-                     num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, tensorboard=ctx.cfg.tensorboard)
+                     num_workers=dist.loader_workers(ctx.cfg.num_workers), seed=ctx.cfg.seed,
+                     tensorboard=ctx.cfg.tensorboard)
 
 
 @stage("make_cam", sections=("cam.scales",), needs=("train_cam",), label="CAMs", reads=("pseudo_split",),
@@ -51,7 +52,8 @@ def run_make_cam(ctx: Context) -> dict:
     bar = progress_bar("make_cam", total=len(ids))
     batches, _ = size_batches(sizes, cfg.infer_batch, ctx.device, "cam")
     load = lambda batch: [read_image(images.image_path(i)) for i in batch]  # noqa: E731
-    for batch, arrays in prefetch(batches, load, workers=max(1, min(4, ctx.cfg.num_workers))):
+    workers = max(1, min(4, dist.loader_workers(ctx.cfg.num_workers)))
+    for batch, arrays in prefetch(batches, load, workers=workers):
         results = cams_for_batch(model, arrays, [images.labels[i] for i in batch], cfg.scales, ctx.device, ctx.amp)
         for i, res in zip(batch, results):
             save_npz(out / f"{i}.npz", **res)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from salmask.errors import ConfigError, InputError
+from salmask.models.hub import timm_weight_kwargs
 
 ALIASES = {
     "resnest50": "resnest50d",
@@ -192,7 +193,8 @@ def create_backbone(name: str, *, pretrained: bool | str | None = False, output_
     if tname not in timm.list_models():
         raise ConfigError(f"unknown backbone {name!r} (not in timm's registry)")
     source = resolve_pretrained(pretrained, name)
-    kwargs = dict(features_only=True, out_indices=out_indices, pretrained=source is True)
+    kwargs = dict(features_only=True, out_indices=out_indices, pretrained=source is True,
+                  **timm_weight_kwargs(tname, source is True))
     if output_stride != 32:
         kwargs["output_stride"] = output_stride
     try:

@@ -17,6 +17,7 @@ from torch import nn
 from salmask.errors import ConfigError
 from salmask.models.backbones import (adapt_input_normalisation, load_local_weights, resolve_pretrained,
                                       timm_name)
+from salmask.models.hub import timm_weight_kwargs
 
 LITE_ENCODERS = tuple(f"tf_efficientnet_lite{k}" for k in range(5))
 """Convolutional encoders beside Swin: timm's EfficientNet-Lite with TF "same" padding."""
@@ -104,7 +105,8 @@ class RGBSOD(nn.Module):
         source = resolve_pretrained(pretrained, encoder)
         # Swin checkpoints need timm's own key filter (relative-position tables), so timm loads those files.
         via_timm = isinstance(source, Path) and "swin" in encoder
-        extra = {"pretrained_cfg_overlay": {"file": str(source)}} if via_timm else {}
+        extra = {"pretrained_cfg_overlay": {"file": str(source)}} if via_timm else \
+            timm_weight_kwargs(encoder, source is True)
         # Swin's four stages are strides 4..32 and its windows are built for img_size; an EfficientNet's
         # feature 0 is its stride-2 stem, and it takes any input size.
         layout = dict(out_indices=(1, 2, 3, 4)) if encoder in LITE_ENCODERS else \

@@ -25,6 +25,8 @@ from salmask.variants import variant_label
 from salmask.io import read_json, write_bytes_atomic
 from salmask.report.grid import (BOUNDARY_CODES, COLUMNS, Tile, WorkView, display_size, fit, image_tiles,
                                  legend_classes, open_work_dir)
+from salmask.report.sources import saliency_record, sod_records
+from salmask.saliency.names import saliency_name
 
 N_PSEUDO, N_VAL = 6, 4
 TILE_SIDE = 128
@@ -200,6 +202,7 @@ def metrics_section(work_dir: Path, manifests: dict[str, dict | None]) -> str:
             note = f"best t={_num(m.get('best_threshold'))}: mIoU {_num(m.get('best_mIoU'))}"
         if stage == "eval_pseudo" and m is not None:
             note = _bg_note(work_dir / "make_pseudo", work_dir / "eval_pseudo")
+            label = f"{label} ({saliency_name(saliency_record(work_dir))})"
         if stage == "eval_pseudo":
             for vdir in sorted((work_dir / "ablation").glob("*/eval_pseudo")):
                 name = vdir.parent.name
@@ -268,7 +271,8 @@ def sod_table(work_dir: Path) -> str:
         return ""
     keys = ("MAE", "maxF", "meanF", "adpF", "Sm", "Em", "images")
     head = "".join(f"<th>{k}</th>" for k in ("saliency", *keys))
-    body = "".join(f"<tr><td>{escape(src)}</td>"
+    names = {src: saliency_name(record) for src, record in sod_records(work_dir).items()}
+    body = "".join(f"<tr><td>{escape(names.get(src, src))}</td>"
                    + "".join(f"<td>{_num(m.get(k), '{}' if k == 'images' else '{:.4f}')}</td>" for k in keys)
                    + "</tr>" for src, m in sod.items() if isinstance(m, dict))
     return f'<h3>Saliency (SOD test set)</h3><table class="metrics"><tr>{head}</tr>{body}</table>'

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from salmask.errors import ConfigError, InputError
 from salmask.io import read_gray, read_image, write_gray
 from salmask.registry import Context, stage
+from salmask.saliency.names import source_fields
 from salmask.stage_utils import image_size, loop, prefetch, todo
 from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
@@ -60,7 +61,7 @@ def run_train_sod(ctx: Context) -> dict:
     ctx.used("tensorboard", bool(ctx.cfg.tensorboard))
     history = train_rgbsod(model, root, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, lr_step=s.lr_step,
                            lr_gamma=s.lr_gamma, img_size=s.img_size, device=ctx.device, out_dir=ctx.dir(),
-                           num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed, amp=ctx.amp,
+                           num_workers=dist.loader_workers(ctx.cfg.num_workers), seed=ctx.cfg.seed, amp=ctx.amp,
                            tensorboard=ctx.cfg.tensorboard)
     save_network(ctx.dir() / "model.pt", model, "rgbsod", rgbsod_args(ctx))
     return {"steps": len(history), "final_loss": history[-1]["loss"] if history else None}
@@ -120,8 +121,10 @@ def run_saliency(ctx: Context) -> dict:
     ids = todo(images.ids, lambda i: out / f"{i}.png")
     flags = {"all_zero": [], "missing": []}
     zb = ctx.cfg.saliency.zero_below
+    produced_by = source_fields(ctx.cfg, src)
     if src == "precomputed":
         folder = _precomputed_dir(ctx, images)
+        produced_by["dir"] = str(folder)
         for i in loop(ids, "saliency"):
             path = folder / f"{i}.png"
             hw = image_size(images.image_path(i))
@@ -142,7 +145,7 @@ def run_saliency(ctx: Context) -> dict:
         predict, batch = predictor(ctx, src)
         for i, m in predict_files(ids, images.image_path, predict, batch):
             _write(out, i, m, flags, zb)
-    return {"images": len(images.ids), "source": src,
+    return {"images": len(images.ids), **produced_by,
             "all_zero": _gather(out, "all_zero", flags["all_zero"]),
             "missing": _gather(out, "missing", flags["missing"])}
 
@@ -195,4 +198,5 @@ def run_eval_sod(ctx: Context) -> dict:
         metrics[src] = {k: v for k, v in score_sod_folders(folder, test_root / "Masks").items()}
         logger.info("eval_sod %-8s %s", src, "  ".join(f"{k}={v:.4f}" for k, v in metrics[src].items()
                                                         if isinstance(v, float)))
-    return {"images": len(pairs), "metrics": metrics}
+    return {"images": len(pairs), "metrics": metrics,
+            "sources": {src: source_fields(ctx.cfg, src) for src in sources}}

@@ -58,8 +58,9 @@ def run_train_seg(ctx: Context) -> dict:
                                                    f"training images")
     ctx.used("tensorboard", bool(ctx.cfg.tensorboard))
     return train_seg(ids, train.image_path, masks, train.meta.num_classes, ctx.cfg.seg, device=ctx.device,
-                     out_dir=ctx.dir(), amp=ctx.amp, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,
-                     tensorboard=ctx.cfg.tensorboard, cam_checkpoint=ctx.dir("train_cam") / "model.pt")
+                     out_dir=ctx.dir(), amp=ctx.amp, num_workers=dist.loader_workers(ctx.cfg.num_workers),
+                     seed=ctx.cfg.seed, tensorboard=ctx.cfg.tensorboard,
+                     cam_checkpoint=ctx.dir("train_cam") / "model.pt")
 
 
 def _infer(ctx: Context, images, ids: list[str], out: Path) -> None:

@@ -32,6 +32,16 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def loader_workers(setting: int | str) -> int:
+    """Data-loading processes for the ``num_workers`` setting: a number as given; ``auto``: min(4, this
+    process's CPUs shared among the ranks on this machine), so no loader asks for more than the machine has."""
+    if setting != "auto":
+        return int(setting)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return min(4, max(1, cpus // ranks_here))
+
+
 def is_main() -> bool:
     return rank() == 0
 
