@@ -60,3 +60,38 @@ def write_wsss_bed(folder: Path, image_id: str, keys: Sequence[int], high_res: n
             raise OSError(f"cv2.imwrite failed for {path}")
         paths.append(path)
     return paths
+
+
+WRITERS = ("irn", "clip-es", "png")
+
+
+def export(npz_dir: Path, out: Path, fmt: str) -> int:
+    """Write every ``make_cam`` artefact of ``npz_dir`` ({id}.npz) into ``out`` as method ``fmt`` writes its
+    maps (``clip-es``: keys in reverse order, standing in for the annotation's order); the number of images."""
+    if fmt not in WRITERS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(WRITERS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for path in sorted(Path(npz_dir).glob("*.npz")):
+        with np.load(path, allow_pickle=False) as z:
+            keys, cam, high = z["keys"].tolist(), z["cam"].astype(np.float32), z["high_res"].astype(np.float32)
+        if fmt == "irn":
+            write_irn(out, path.stem, keys, cam, high)
+        elif fmt == "clip-es":
+            write_clip_es(out, path.stem, keys, high, order=list(range(len(keys)))[::-1])
+        else:
+            write_wsss_bed(out, path.stem, keys, high)
+        n += 1
+    return n
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a make_cam folder's CAMs as another method's files.")
+    parser.add_argument("npz_dir", type=Path, help="a make_cam folder ({id}.npz)")
+    parser.add_argument("out", type=Path, help="the folder to write")
+    parser.add_argument("format", choices=WRITERS)
+    args = parser.parse_args()
+    print(f"{export(args.npz_dir, args.out, args.format)} images written to {args.out} as {args.format}")

@@ -61,20 +61,28 @@ def stride4_size(h: int, w: int) -> tuple[int, int]:
     return math.ceil(h / 4), math.ceil(w / 4)
 
 
-def stride4_from_full(high_res: np.ndarray) -> np.ndarray:
-    """float [K,H,W] -> float32 [K,ceil(H/4),ceil(W/4)]: each 4x4 cell's value at its centre.
+def _stride4_axis(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps along one axis of ``n`` pixels: (lower index, upper index, upper weight) per stride-4 cell."""
+    cells, padded = math.ceil(n / 4), 16 * math.ceil(n / 16)
+    y = np.clip((np.arange(cells) + 0.5) * padded / cells - 0.5, 0, n - 1)
+    lo = np.floor(y).astype(np.int64)
+    return lo, np.minimum(lo + 1, n - 1), (y - lo).astype(np.float32)
 
-    ``make_cam`` interpolates the network's stride-16 output bilinearly (align_corners=False) both to the
-    stride-4 grid and to the image, so stride-4 cell i lies at full-size coordinate 4i + 1.5; the walk reads it
-    there when it upsamples by 4. Sampling the full-size map bilinearly at 4i + 1.5 is the mean of rows 4i+1
-    and 4i+2 (and columns alike); the last, partial cell repeats the image's edge.
+
+def stride4_from_full(high_res: np.ndarray) -> np.ndarray:
+    """float [K,H,W] -> float32 [K,ceil(H/4),ceil(W/4)] on ``make_cam``'s stride-4 grid.
+
+    ``make_cam`` (as IRNet's) resizes the network's stride-16 map bilinearly (align_corners=False) to the
+    image padded to a multiple of 16, cropped to H x W (the full-size map), and to ceil(H/4) x ceil(W/4) cells
+    (the stride-4 map): cell i covers the padded extent 16·ceil(H/16), so it lies at full-size coordinate
+    (i + 0.5)·16·ceil(H/16)/ceil(H/4) − 0.5. The full-size map is sampled there bilinearly, columns alike;
+    coordinates past the last row or column (the padding, which the full-size map does not keep) take its edge.
     """
-    k, h, w = high_res.shape
-    h4, w4 = stride4_size(h, w)
-    x = np.pad(high_res.astype(np.float32, copy=False), ((0, 0), (0, 4 * h4 - h + 1), (0, 4 * w4 - w + 1)),
-               mode="edge")
-    x = (x[:, 1:4 * h4:4] + x[:, 2:4 * h4 + 1:4]) * 0.5
-    return (x[:, :, 1:4 * w4:4] + x[:, :, 2:4 * w4 + 1:4]) * 0.5
+    a0, a1, wa = _stride4_axis(high_res.shape[1])
+    b0, b1, wb = _stride4_axis(high_res.shape[2])
+    x = high_res.astype(np.float32, copy=False)
+    x = x[:, a0] * (1 - wa)[None, :, None] + x[:, a1] * wa[None, :, None]
+    return x[:, :, b0] * (1 - wb) + x[:, :, b1] * wb
 
 
 def _array(value: Any, path: Path, name: str) -> np.ndarray:
