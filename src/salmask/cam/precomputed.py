@@ -250,12 +250,13 @@ def import_cams(folder: Path, fmt: str, image_id: str, labels: Sequence[int], si
 
 def quick_check(path: Path, fmt: str) -> str | None:
     """A problem with ``path`` visible from its first and last bytes (absent, empty, not the format, cut
-    short), or None. Reads at most 64 KiB and never unpickles."""
+    short), or None. Reads at most 64 KiB and never unpickles; a zip comment longer than 490 bytes reads as
+    truncated."""
     try:
         with open(path, "rb") as f:
             head = f.read(NPY_HEAD_BYTES if fmt in ("irn", "clip-es") else 32)
             size = os.fstat(f.fileno()).st_size
-            f.seek(max(0, size - 64))
+            f.seek(max(0, size - 512))
             tail = f.read()
     except FileNotFoundError:
         return "file not found"
@@ -270,7 +271,9 @@ def quick_check(path: Path, fmt: str) -> str | None:
     if fmt == "salmask":
         if not head.startswith(b"PK\x03\x04"):
             return "not an .npz (zip) file"
-        return None if b"PK\x05\x06" in tail else "truncated .npz (no zip directory at the end)"
+        end = tail.rfind(b"PK\x05\x06")  # the zip's end record: 22 bytes, then its comment, then the file ends
+        whole = end >= 0 and end + 22 + int.from_bytes(tail[end + 20:end + 22], "little") == len(tail)
+        return None if whole else "truncated .npz (no zip directory at the end)"
     try:
         shape, _, dtype, offset = read_npy_header(head, path)
     except InputError as e:
