@@ -156,6 +156,8 @@ def _irn_with(tmp_path: Path, **changes) -> Path:
     ({"cam": torch.zeros(2, 3, 3)}, "'cam' has shape [2, 3, 3]"),
     ({"high_res": np.full((2, H, W), 7.5, np.float32)}, "expected maps in [0, 1]"),
     ({"high_res": "text"}, "not an array"),
+    ({"cam": torch.zeros(2, 10, 14, dtype=torch.bfloat16)}, "numpy cannot read"),
+    ({"keys": torch.zeros(10**6, dtype=torch.int64).expand(10**6)}, "K <= 20"),
 ])
 def test_malformed_irn_files_are_refused(tmp_path, changes, message):
     path = _irn_with(tmp_path, **changes)

@@ -88,10 +88,10 @@ def stride4_from_full(high_res: np.ndarray) -> np.ndarray:
 def _array(value: Any, path: Path, name: str) -> np.ndarray:
     """A numpy array from what a writer stored under ``name`` (numpy array, torch tensor, list of numbers)."""
     if isinstance(value, torch.Tensor):
-        value = value.detach()
-        if value.dtype == torch.bfloat16:
-            value = value.float()
-        return value.numpy()
+        try:
+            return value.detach().numpy()  # a view: nothing is copied before the shapes are checked
+        except (TypeError, RuntimeError) as e:  # bfloat16, quantised, sparse... tensors numpy cannot view
+            raise InputError(path, f"{name!r} is a {value.dtype} tensor numpy cannot read ({str(e)[:80]})") from None
     if isinstance(value, np.ndarray) and not value.dtype.hasobject:
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
@@ -103,14 +103,14 @@ def _array(value: Any, path: Path, name: str) -> np.ndarray:
 
 def _keys(value: Any, path: Path, zero_based: bool, labels: Sequence[int], num_fg: int) -> np.ndarray:
     keys = _array(value, path, "keys")
-    if keys.ndim != 1 or not (np.issubdtype(keys.dtype, np.integer) or keys.size == 0):
-        raise InputError(path, f"'keys' is {keys.dtype} {list(keys.shape)}; expected integer class indices [K]")
-    keys = keys.astype(np.int64) + (1 if zero_based else 0)
-    what = "0-based foreground indices" if zero_based else "class ids"
-    lo = 0 if zero_based else 1
+    if keys.ndim != 1 or keys.size > num_fg or not (np.issubdtype(keys.dtype, np.integer) or keys.size == 0):
+        raise InputError(path, f"'keys' is {keys.dtype} {list(keys.shape)}; expected integer class indices [K], "
+                               f"K <= {num_fg}")
+    shift = 1 if zero_based else 0
+    keys = keys.astype(np.int64) + shift
     if keys.size and (keys.min() < 1 or keys.max() > num_fg):
-        raise InputError(path, f"'keys' {(keys - (1 if zero_based else 0)).tolist()[:8]} outside {lo}..{num_fg - 1 + lo} "
-                               f"({what})")
+        raise InputError(path, f"'keys' {(keys - shift).tolist()[:8]} outside {1 - shift}..{num_fg - shift} "
+                               f"({'0-based foreground indices' if zero_based else 'class ids'})")
     if len(np.unique(keys)) != keys.size:
         raise InputError(path, f"'keys' repeat a class: {keys.tolist()[:8]}")
     _match_labels(path, keys.tolist(), labels, zero_based)
