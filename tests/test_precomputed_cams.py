@@ -386,6 +386,8 @@ def test_preflight_refuses_init_cam_and_unknown_settings(tmp_path, tiny_data):
     problems = plan_problems(load_config("demo", [*over, "seg.init=cam"]))
     assert any(p.startswith("boundary.init=cam starts from the CAM classifier") for p in problems)
     assert any(p.startswith("seg.init=cam starts from the CAM classifier") for p in problems)
+    trained = load_config("demo", [*tiny_overrides(tmp_path / "w", tiny_data), "seg.init=cam"])
+    assert not any("init=cam" in p for p in plan_problems(trained))
     problems = plan_problems(load_config("demo", [*over, "cam.format=npy", "boundary.init=pretrained"]))
     assert any("cam.format='npy' is not one of salmask, irn, clip-es, png" in p for p in problems)
     problems = plan_problems(load_config("demo", [*tiny_overrides(tmp_path / "w", tiny_data, "cam.source=precomputed"),
