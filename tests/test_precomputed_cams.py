@@ -375,6 +375,9 @@ def test_preflight_names_the_missing_or_malformed_file(tmp_path, tiny_data):
     assert plan_problems(cfg, ["generate", "make_cam", "eval_cam"]) == []
     files[1].unlink()
     files[4].write_bytes(files[4].read_bytes()[:300])
+    problems = plan_problems(cfg, ["generate", "make_cam", "eval_cam"])
+    assert any(p.startswith(f"{files[1]}: CAM file missing") for p in problems)
+    assert any(p.startswith(f"{files[4]}: truncated") for p in problems)
     with pytest.raises(ConfigError) as e:
         run_pipeline(cfg, stages=["generate", "make_cam", "eval_cam"])
     assert f"{files[1]}: CAM file missing" in str(e.value) and f"{files[4]}: truncated" in str(e.value)

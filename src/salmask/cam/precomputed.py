@@ -340,10 +340,18 @@ def check_folder(folder: Path, fmt: str, images, ids: Sequence[str], decode: int
     return problems
 
 
+class FolderProblems(ConfigError):
+    """Every problem pre-flight found in ``cam.dir``, one line each (``problems``)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
 def check_source(cfg) -> None:
     """``make_cam``'s pre-flight check: with ``cam.source=precomputed``, ``cam.format`` is known and ``cam.dir``
     holds the CAMs of every image of the pseudo-mask split (:func:`check_folder` on all its ids, or an even
-    sample of a split over 20,000; 16 decoded). Raises one ConfigError listing every problem, one per line."""
+    sample of a split over 20,000; 16 decoded). Raises :class:`FolderProblems` listing every problem."""
     from salmask.data.datasets import build_split
 
     c = cfg.cam
@@ -364,7 +372,7 @@ def check_source(cfg) -> None:
     ids = images.ids if len(images.ids) <= 20_000 else images.ids[:: len(images.ids) // 2_000]
     problems = check_folder(folder, str(c.format), images, ids, decode=16)
     if problems:
-        raise ConfigError("\n  - ".join(problems))
+        raise FolderProblems(problems)
 
 
 def no_classifier_init(cfg, section: str) -> None:
