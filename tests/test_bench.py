@@ -17,7 +17,8 @@ import torch
 
 from salmask.bench import run_bench
 from salmask.benchmarks import common as bench
-from salmask.benchmarks import bench_cam, bench_seg, bench_seg_train, bench_sizes, bench_walk
+from salmask.benchmarks import bench_cam, bench_import, bench_seg, bench_seg_train, bench_sizes, bench_walk
+from salmask.cam.precomputed import FORMATS
 from salmask.errors import ConfigError
 from salmask.seg.inference import predict_batch
 from salmask.stage_utils import GPU_INFER_BATCH, resolve_infer_batch, size_batches
@@ -144,6 +145,7 @@ def test_run_bench_prints_table_and_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench_sizes, "run_synthesis", functools.partial(
         bench_sizes.run_synthesis, size=(48, 64), images=1, repeats=1, measure_memory=False))
     monkeypatch.setattr(bench_walk, "QUICK_SIZES", [(6, 7)])
+    monkeypatch.setattr(bench_import, "run", functools.partial(bench_import.run, size=(48, 64), images=2, repeats=1))
     monkeypatch.setattr(bench_seg_train, "run", functools.partial(bench_seg_train.run, batch=2, crop=64,
                                                                   backbone="resnet18"))
     out = tmp_path / "bench.json"
@@ -155,6 +157,7 @@ def test_run_bench_prints_table_and_writes_json(tmp_path, monkeypatch, capsys):
     assert [r["stage"] for r in rows].count("artefact") == 6
     assert [r["stage"] for r in rows].count("cam") == 4 and [r["stage"] for r in rows].count("seg") == 4
     assert [r["stage"] for r in rows].count("train_seg step") == 5  # the loader and four variants (quick)
+    assert [r["format"] for r in rows if r["stage"] == "cam import"] == [f for f in FORMATS for _ in range(2)]
     walk = [r for r in rows if r["stage"] == "walk"]
     assert len(walk) == 1 and walk[0]["max_abs_diff"] < 1e-4 and walk[0]["peak_bytes"] >= 0
     for stage in ("cam", "walk", "seg", "boundary", "CAM (make_cam", "speed-up", "peak resident set"):

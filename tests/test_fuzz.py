@@ -11,6 +11,7 @@ import functools
 import io
 import json
 import os
+import pickle
 import shutil
 import struct
 import tempfile
@@ -517,3 +518,110 @@ def _mat_worker():
     loader = CrashIsolatedLoader()
     atexit.register(loader.close)
     return loader
+
+
+# --------------------------------------------------------------------------------------------------
+# Another method's CAMs (cam.source: precomputed): pickled .npy dicts, WSSS-BED PNGs, make_cam's .npz
+
+def _hostile_storage(marker: Path) -> bytes:
+    """A torch.save blob standing where a tensor's storage belongs, carrying a payload."""
+    buf = io.BytesIO()
+    torch.save(Payload(marker), buf, _use_new_zipfile_serialization=False)
+    return buf.getvalue()
+
+
+def _npy_object_bytes(pickled: bytes) -> bytes:
+    """A .npy file of a 0-d object array whose payload is ``pickled``."""
+    from numpy.lib import format as npy_format
+
+    buf = io.BytesIO()
+    npy_format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": ()})
+    return buf.getvalue() + pickled
+
+
+def _replace_storage(data: bytes, blob: bytes) -> bytes:
+    """``data`` (a pickle holding a tensor) with its first bytes object, the storage's blob, swapped for ``blob``."""
+    import pickletools
+
+    for op, arg, pos in pickletools.genops(data):
+        if op.name in ("BINBYTES", "SHORT_BINBYTES", "BINBYTES8"):
+            end = pos + 1 + {"SHORT_BINBYTES": 1, "BINBYTES": 4, "BINBYTES8": 8}[op.name] + len(arg)
+            return data[:pos] + b"B" + struct.pack("<I", len(blob)) + blob + data[end:]
+    raise AssertionError("no storage blob in the pickle")
+
+
+@st.composite
+def precomputed_cams(draw, folder: Path, marker: Path):
+    """One image's maps in one format, written by the method's writer, with at most one thing wrong."""
+    from salmask.benchmarks.reference_formats import write_clip_es, write_irn, write_wsss_bed
+    from salmask.cam.precomputed import stride4_from_full
+
+    fmt = draw(st.sampled_from(["irn", "irn", "clip-es", "png", "salmask"]))
+    h, w = draw(st.integers(1, 13)), draw(st.integers(1, 13))
+    labels = sorted(draw(st.sets(st.integers(1, 5), max_size=3)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    high = rng.random((len(labels), h, w)).astype(np.float32)
+    if labels:
+        high /= high.reshape(len(labels), -1).max(1)[:, None, None] + 1e-5
+    keys = list(labels)
+    fault = draw(st.sampled_from(["none", "none", "nan", "size", "key", "missing_class", "range", "dict_key",
+                                  "payload", "storage", "array", "bytes"]))
+    if fault == "nan" and labels:
+        high[draw(st.integers(0, len(labels) - 1)), 0, 0] = np.nan
+    elif fault == "size":
+        high = np.pad(high, ((0, 0), (0, 1), (0, 0)))
+    elif fault == "key":
+        keys = sorted(set(keys) | {draw(st.integers(0, 7))})
+        high = np.concatenate([high, np.zeros((1, *high.shape[1:]), np.float32)])[:len(keys)]
+    elif fault == "missing_class" and labels:
+        keys, high = keys[1:], high[1:]
+    elif fault == "range":
+        high = high * 3 - 1
+    cam = stride4_from_full(np.nan_to_num(high))
+    if fmt == "salmask":  # np.savez: salmask's own writer refuses NaN
+        np.savez(folder / "x.npz", keys=np.asarray(keys, np.int16), cam=cam.astype(np.float16),
+                 high_res=high.astype(np.float16))
+    elif fmt == "png":
+        write_wsss_bed(folder, "x", keys, np.clip(np.nan_to_num(high), 0, 1))
+    else:
+        path = write_irn(folder, "x", keys, cam, high) if fmt == "irn" else write_clip_es(folder, "x", keys, high)
+        obj = np.load(path, allow_pickle=True).item()  # the file this test just wrote
+        if fault == "dict_key":
+            obj.pop(draw(st.sampled_from(sorted(obj))))
+        elif fault == "payload":
+            obj[draw(st.sampled_from(sorted(obj)))] = Payload(marker)
+        elif fault == "array":
+            obj = draw(arrays())
+        if fault == "storage":
+            obj["keys"] = torch.tensor([0])
+            pickled = pickle.dumps(np.asarray(obj, dtype=object), protocol=3)
+            path.write_bytes(_npy_object_bytes(_replace_storage(pickled, _hostile_storage(marker))))
+        else:
+            np.save(path, obj, allow_pickle=True)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if fault == "bytes" and files:
+        target = draw(st.sampled_from(files))
+        target.write_bytes(draw(damaged(target.read_bytes())))
+    return fmt, labels, (h, w), files
+
+
+@fuzz(150)
+@given(st.data())
+def test_precomputed_cams(data):
+    from salmask.cam.precomputed import cam_files, read_cams
+
+    d = case_dir()
+    marker = BASE / "PWNED_CAM"
+    fmt, labels, size, files = data.draw(precomputed_cams(d, marker))
+
+    def check(out):
+        arrays, _ = out
+        k = len(labels)
+        assert arrays["keys"].tolist() == labels and arrays["keys"].dtype == np.int16
+        assert arrays["high_res"].shape == (k, *size) and arrays["high_res"].dtype == np.float16
+        assert arrays["cam"].shape == (k, -(-size[0] // 4), -(-size[1] // 4))
+        assert np.isfinite(arrays["high_res"]).all() and np.isfinite(arrays["cam"]).all()
+
+    names = [*files, *cam_files(d, fmt, "x", labels), d / "x.npy"]
+    expect_clean(d, names, lambda: read_cams(d, fmt, "x", labels, size, 5), check)
+    assert not marker.exists(), "a pickle payload ran"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from salmask.benchmarks import bench_cam, bench_seg, bench_seg_train, bench_sizes, bench_walk
+from salmask.benchmarks import bench_cam, bench_import, bench_seg, bench_seg_train, bench_sizes, bench_walk
 from salmask.benchmarks.common import (VOC_SIZE, format_load, format_table, load_text, machine_info, memory_method,
                                        resolve_devices)
 from salmask.io import write_json
@@ -33,6 +33,10 @@ def run_bench(quick: bool, json_out: str | None, device: str = "auto") -> list[d
             rows += new
             print(f"  {name} on {dev}: {len(new)} rows in {time.perf_counter() - start:.0f} s", flush=True)
     rows += bench_sizes.run_synthesis(quick=quick)
+    start = time.perf_counter()
+    new = bench_import.run(quick=quick)  # file reading, on the CPU whatever the devices
+    rows += new
+    print(f"  cam import: {len(new)} rows in {time.perf_counter() - start:.0f} s", flush=True)
     rows += bench_sizes.run_sizes()
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     print()

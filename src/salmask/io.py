@@ -159,8 +159,9 @@ def write_gray(path: str | os.PathLike, prob: np.ndarray) -> None:
     write_png(path, np.round(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
-def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Save arrays to a compressed ``.npz`` atomically; floating arrays must be finite."""
+def save_npz(path: str | os.PathLike, compressed: bool = True, **arrays: np.ndarray) -> None:
+    """Save arrays to a ``.npz`` (compressed unless ``compressed=False``) atomically; floating arrays must be
+    finite."""
     for k, v in arrays.items():
         v = np.asarray(v)
         if v.dtype == object:
@@ -168,7 +169,7 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
         if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
             raise ValueError(f"refusing to write NaN/inf array {k!r} to {path}")
     buf = _io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
     write_bytes_atomic(path, buf.getvalue())
 
 

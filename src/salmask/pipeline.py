@@ -30,7 +30,7 @@ from salmask.utils.lock import work_dir_lock
 from salmask.utils.log import logger, setup_logging
 
 def stage_hash(ctx: Context, st: Stage) -> str:
-    parts = [OmegaConf.select(ctx.cfg, s) for s in st.sections]
+    parts = [OmegaConf.select(ctx.cfg, s) for s in st.hashed(ctx.cfg)]
     # Version 1 adds nothing, so the artefacts of runs from before versions existed stay valid.
     version = [f"version {st.version}"] if st.version > 1 else []
     return section_hash(st.name, ctx.cfg.dataset, ctx.cfg.seed, *parts, *version,
@@ -73,8 +73,8 @@ def _safe_hash(path: Path) -> str | None:
         return None
 
 
-PATH_KEYS = ("work_dir", "dataset.root", "dataset.labels", "dataset.images", "dataset.masks", "saliency.dir",
-             "saliency.model", "sod.data_root", "sod.test_root")
+PATH_KEYS = ("work_dir", "dataset.root", "dataset.labels", "dataset.images", "dataset.masks", "cam.dir",
+             "saliency.dir", "saliency.model", "sod.data_root", "sod.test_root")
 
 
 def absolute_paths(cfg: DictConfig) -> DictConfig:

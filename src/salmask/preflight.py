@@ -62,7 +62,7 @@ def check_plan(cfg: DictConfig, stages: Sequence[str], work_dir: Path, before: I
         try:
             fn()
         except (SalmaskError, OSError) as e:
-            problems.append(str(e))
+            problems.extend(getattr(e, "problems", None) or [str(e)])  # a check may report several at once
 
     counts: dict[str, int] = {}
     pixels: list[float] = []

@@ -35,8 +35,9 @@ class Stage:
 
     name: str
     run: Callable[["Context"], dict]
-    sections: tuple[str, ...]
-    """Config sections or keys the stage's output depends on (they enter its hash)."""
+    sections: tuple[str, ...] | Callable[[DictConfig], tuple[str, ...]]
+    """Config sections or keys the stage's output depends on (they enter its hash); may depend on the config,
+    as ``needs`` does (``make_cam``: the inference scales, or the imported folder and its format)."""
     needs: tuple[str, ...] | Callable[[DictConfig], tuple[str, ...]] = ()
     enabled: Callable[[DictConfig], bool] = lambda cfg: True
     doc: str = ""
@@ -63,6 +64,10 @@ class Stage:
     """The stage's own pre-flight check of its settings and inputs: raises a ``SalmaskError`` naming the key
     or file (run before the first stage starts, with every other problem of the plan)."""
 
+    def hashed(self, cfg: DictConfig) -> tuple[str, ...]:
+        """The config keys in the stage's hash under ``cfg``."""
+        return self.sections(cfg) if callable(self.sections) else self.sections
+
     def requires(self, cfg: DictConfig) -> tuple[str, ...]:
         """Upstream stages (``needs`` may depend on the config, e.g. the segmentation mask source)."""
         return self.needs(cfg) if callable(self.needs) else self.needs
@@ -82,7 +87,7 @@ def order_stages(modules: list[str]) -> None:
     STAGES.update((st.name, st) for st in ordered)
 
 
-def stage(name: str, *, sections: Iterable[str],
+def stage(name: str, *, sections: Iterable[str] | Callable[[DictConfig], tuple[str, ...]],
           needs: Iterable[str] | Callable[[DictConfig], tuple[str, ...]] = (),
           enabled: Callable[[DictConfig], bool] = lambda cfg: True, version: int = 1, label: str = "",
           reads: Iterable[str] = (), labels: Iterable[str] = (), masks: Iterable[str] = (),
@@ -96,7 +101,7 @@ def stage(name: str, *, sections: Iterable[str],
         unknown = [k for k in (*reads, *labels, *masks) if k not in SPLIT_KEYS]
         if unknown:
             raise ConfigError(f"stage {name!r} declares unknown split keys {unknown}")
-        STAGES[name] = Stage(name, fn, tuple(sections), needs if callable(needs) else tuple(needs), enabled,
+        STAGES[name] = Stage(name, fn, sections if callable(sections) else tuple(sections), needs if callable(needs) else tuple(needs), enabled,
                              (fn.__doc__ or "").strip(), version, label or name, tuple(reads), tuple(labels),
                              tuple(masks), bytes_per_pixel, checkpoint_bytes, model, crf_key, check)
         return fn

@@ -7,6 +7,7 @@ import torch
 from salmask.boundary.crf import crf_enabled, crf_package
 from salmask.boundary.labels import boundary_labels, saliency_is_informative
 from salmask.boundary.train import train_boundary
+from salmask.cam.precomputed import no_classifier_init
 from salmask.data.transforms import to_tensor
 from salmask.errors import InputError
 from salmask.io import load_npz, read_gray, read_image, save_npz, write_png
@@ -62,7 +63,8 @@ def run_make_boundary_labels(ctx: Context) -> dict:
 
 
 @stage("train_boundary", sections=("boundary",), needs=("make_boundary_labels", "train_cam"), enabled=_learned,
-       label="boundary network", reads=("train_split",), checkpoint_bytes=400e6, model=("boundary", "backbone"))
+       label="boundary network", reads=("train_split",), checkpoint_bytes=400e6, model=("boundary", "backbone"),
+       check=lambda cfg: no_classifier_init(cfg, "boundary"))
 def run_train_boundary(ctx: Context) -> dict:
     """Train the boundary network with the SBE joint loss (or BES's, ``boundary.loss=bes``)."""
     train = ctx.split("train_split", need_labels=False)

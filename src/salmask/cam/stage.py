@@ -1,14 +1,17 @@
 """Stages ``train_cam``, ``make_cam``, ``eval_cam``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from salmask.cam.evaluate import ThresholdSweep
 from salmask.cam.infer import cams_for_batch
+from salmask.cam.precomputed import check_format, check_source, import_cams
 from salmask.cam.train import train_cam
-from salmask.errors import InputError
+from salmask.errors import ConfigError, InputError
 from salmask.io import load_npz, read_image, read_mask, save_npz, write_json
 from salmask.models.build import load_network
 from salmask.registry import Context, stage
-from salmask.stage_utils import eval_ids, image_size, prefetch, size_batches, todo
+from salmask.stage_utils import eval_ids, image_size, loop, prefetch, size_batches, todo
 from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
 
@@ -18,8 +21,21 @@ TRAIN_KEYS = tuple(f"cam.{k}" for k in ("backbone", "pretrained", "batch_size", 
 """What the classifier's weights depend on; inference scales and evaluation thresholds are not among them."""
 
 
-@stage("train_cam", sections=TRAIN_KEYS, needs=("generate",), label="CAM classifier", reads=("train_split",),
-       labels=("train_split",), checkpoint_bytes=400e6, model=("cam", "backbone"))
+def _trains(cfg) -> bool:
+    """``cam.source: precomputed`` takes another method's CAMs: no classifier is trained."""
+    return cfg.cam.source == "train"
+
+
+def _make_cam_sections(cfg) -> tuple[str, ...]:
+    return ("cam.scales",) if _trains(cfg) else ("cam.source", "cam.dir", "cam.format")
+
+
+def _make_cam_needs(cfg) -> tuple[str, ...]:
+    return ("train_cam",) if _trains(cfg) else ("generate",)
+
+
+@stage("train_cam", sections=TRAIN_KEYS, needs=("generate",), enabled=_trains, label="CAM classifier",
+       reads=("train_split",), labels=("train_split",), checkpoint_bytes=400e6, model=("cam", "backbone"))
 def run_train_cam(ctx: Context) -> dict:
     """Train the CAM classifier on image-level labels."""
     images = ctx.split("train_split")
@@ -30,12 +46,15 @@ def run_train_cam(ctx: Context) -> dict:
                      tensorboard=ctx.cfg.tensorboard)
 
 
-@stage("make_cam", sections=("cam.scales",), needs=("train_cam",), label="CAMs", reads=("pseudo_split",),
-       labels=("pseudo_split",), bytes_per_pixel=4.0)
+@stage("make_cam", sections=_make_cam_sections, needs=_make_cam_needs, label="CAMs", reads=("pseudo_split",),
+       labels=("pseudo_split",), bytes_per_pixel=4.0, check=check_source)
 def run_make_cam(ctx: Context) -> dict:
-    """Multi-scale flip-averaged CAMs of the pseudo-mask split, stride 4 and full size, per image .npz."""
+    """Multi-scale flip-averaged CAMs of the pseudo-mask split, stride 4 and full size, per image .npz (or
+    another method's CAMs imported and checked, ``cam.source: precomputed``)."""
     images = ctx.split("pseudo_split")
     cfg = ctx.cfg.cam
+    if not _trains(ctx.cfg):
+        return _import_cams(ctx, images)
     path = ctx.dir("train_cam") / "model.pt"
     model = load_network(path, ctx.device, expect="cam",
                          defaults={"backbone": cfg.backbone, "attention_k": cfg.attention_k})
@@ -60,6 +79,22 @@ def run_make_cam(ctx: Context) -> dict:
         bar.update(len(batch))
     bar.close()
     return {"images": len(images.ids)}
+
+
+def _import_cams(ctx: Context, images) -> dict:
+    """``cam.dir``'s maps checked against each image and written as ``make_cam``'s ``.npz``."""
+    cfg = ctx.cfg.cam
+    if cfg.source != "precomputed":
+        raise ConfigError(f"cam.source must be train or precomputed, got {cfg.source!r}")
+    fmt = check_format(str(cfg.format))
+    if not cfg.dir:
+        raise ConfigError("cam.source=precomputed needs cam.dir, the folder of CAM files")
+    folder, out = Path(str(cfg.dir)), ctx.dir()
+    ids = todo(images.ids, lambda i: out / f"{i}.npz")
+    for i in loop(ids, "make_cam: import"):
+        import_cams(folder, fmt, i, images.labels[i], image_size(images.image_path(i)), images.meta.num_fg,
+                    out / f"{i}.npz")
+    return {"images": len(images.ids), "source": "precomputed", "format": fmt, "dir": str(folder)}
 
 
 @stage("eval_cam", sections=("cam.eval_thresholds", "cam.bg_threshold"), needs=("make_cam",), label="CAM",

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from salmask.boundary.crf import crf_enabled, crf_package
+from salmask.cam.precomputed import no_classifier_init
 from salmask.errors import InputError
 from salmask.io import read_image, write_png
 from salmask.models.build import load_network
@@ -40,13 +41,19 @@ TRAIN_KEYS = tuple(f"seg.{k}" for k in ("arch", "backbone", "pretrained", "norm"
 INFER_KEYS = ("seg.scales", "seg.flip", "seg.crf", "seg.fit_images")
 """What the predictions depend on besides the weights (``infer_batch`` and ``checkpoint_every`` change how, not what)."""
 
+def _check(cfg) -> None:
+    """Pre-flight: the mask source exists, and ``seg.init=cam`` has a classifier to start from."""
+    mask_folder(str(cfg.seg.source))
+    no_classifier_init(cfg, "seg")
+
+
 def _needs(cfg) -> tuple[str, ...]:
     masks = {"select": ("select",), "pseudo": ("make_pseudo",)}.get(cfg.seg.source, ())
     return masks + (("train_cam",) if cfg.seg.init == "cam" else ())
 
 
 @stage("train_seg", sections=TRAIN_KEYS, needs=_needs, label="segmentation network", reads=("train_split",),
-       checkpoint_bytes=800e6, model=("seg", "backbone"), check=lambda cfg: mask_folder(str(cfg.seg.source)))
+       checkpoint_bytes=800e6, model=("seg", "backbone"), check=_check)
 def run_train_seg(ctx: Context) -> dict:
     """Train DeepLab on the pseudo masks (of the Selector by default)."""
     train = ctx.split("train_split", need_labels=False)
