@@ -133,6 +133,7 @@ def test_artefact_sizes_against_irnet_formats():
     assert rows["CAM"]["bytes"] < 0.8 * 2 * 2 * (375 * 500 + 94 * 125)
 
 
+@pytest.mark.slow
 def test_run_bench_prints_table_and_writes_json(tmp_path, monkeypatch, capsys):
     tiny_cam = bench.Setting("resnet18", 1, (1.0,), 1)
     tiny_seg = bench.Setting("resnet18", 1, (1.0,), 1)

@@ -23,6 +23,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 INFERENCE = ("make_cam", "eval_cam", "saliency", "make_boundary_labels")
 
 
+@pytest.mark.slow
 def test_two_rank_inference_matches_one_process(tmp_path, tiny_data, reference_run):
     """Inference stages on the single-process checkpoint: identical per-image files and metrics."""
     work = tmp_path / "work"
@@ -42,6 +43,7 @@ def test_two_rank_inference_matches_one_process(tmp_path, tiny_data, reference_r
     assert read_json(work / "eval_cam" / "sweep.json") == read_json(reference_run / "eval_cam" / "sweep.json")
 
 
+@pytest.mark.slow
 def test_two_rank_training(tmp_path, tiny_data):
     """train_cam under DDP completes, rank 0 saves a loadable model, and the CAMs of both shards appear."""
     work = tmp_path / "work"
@@ -94,6 +96,7 @@ def _checksums(work) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 def test_two_rank_training_from_pretrained_checkpoints(tmp_path, tiny_data):
     """Frozen stem / BatchNorm with pretrained weights are fixed before DDP wraps the model: train_cam and
     DeepLab-v2 train_seg run under two ranks from a checkpoint file, and both ranks end with the same weights."""

@@ -118,6 +118,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
 def test_disk_full_mid_stage_then_rerun(tmp_path, tiny_data, reference_run):
     work = tmp_path / "work"

@@ -143,6 +143,7 @@ def test_voc_config_points_at_voc_mini(voc_mini, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # Determinism.
 
+@pytest.mark.slow
 def test_same_config_twice_gives_identical_artefacts(tmp_path, tiny_data, reference_run):
     work = tmp_path / "again"
     run_salmask(["run", "demo", *tiny_overrides(work, tiny_data), "--stages", ",".join(REF_STAGES)])

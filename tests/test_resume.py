@@ -61,6 +61,7 @@ def _mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()}
 
 
+@pytest.mark.slow
 def test_kill_mid_stage_then_resume(tmp_path, tiny_data, reference_run):
     work = tmp_path / "work"
     args = ["run", "demo", *tiny_overrides(work, tiny_data), "--stages", ",".join(REF_STAGES)]
@@ -86,6 +87,7 @@ def test_kill_mid_stage_then_resume(tmp_path, tiny_data, reference_run):
         read_json(reference_run / "eval_pseudo" / "manifest.json")["metrics"]
 
 
+@pytest.mark.slow
 def test_sigkill_during_training_resumes_to_the_same_weights(tmp_path, tiny_data, trained):
     work = tmp_path / "work"
     stages = TRAIN_STAGES
@@ -112,6 +114,7 @@ def test_sigkill_during_training_resumes_to_the_same_weights(tmp_path, tiny_data
     assert_same_weights(trained, work / "train_cam" / "model.pt")
 
 
+@pytest.mark.slow
 def test_kill_while_writing_a_checkpoint(tmp_path, tiny_data, trained):
     """A kill during the second checkpoint write resumes from the first (the partial file is ignored)."""
     work = tmp_path / "work"

@@ -1,6 +1,8 @@
 """The summary and the report name the saliency that produced their rows, from what the stages recorded."""
 from __future__ import annotations
 
+import pytest
+
 import re
 from pathlib import Path
 
@@ -47,6 +49,7 @@ def _sbe_row(text: str) -> str:
     return rows[0]
 
 
+@pytest.mark.slow
 def test_each_source_is_named_by_run_summary_and_report(tmp_path, tiny_data, one_thread, capsys):
     """``salmask run`` with the classic, ONNX (the tests' tiny model) and RGB-SOD sources, one after the other in
     one work dir (the CAM stages are shared): the printed row, ``salmask.run``'s summary and the report each name

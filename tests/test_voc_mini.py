@@ -29,6 +29,7 @@ SMALL = [
 ]
 
 
+@pytest.mark.slow
 def test_voc_preset_end_to_end(tmp_path):
     cfg = load_config("voc", [f"work_dir={tmp_path}", f"dataset.root={VOC_MINI}", *SMALL])
     results = run_pipeline(cfg)
@@ -60,6 +61,7 @@ def test_voc_preset_end_to_end(tmp_path):
     assert again["eval_seg"]["hash"] == results["eval_seg"]["hash"]
 
 
+@pytest.mark.slow
 def test_v3plus_preset_trains_a_few_steps(tmp_path):
     masks = VOC_MINI / "VOCdevkit/VOC2012/SegmentationClassAug"
     cfg = load_config("voc_v3plus", [f"work_dir={tmp_path}", f"dataset.root={VOC_MINI}", *SMALL,

