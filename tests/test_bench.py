@@ -97,6 +97,7 @@ def test_seg_reference_is_a_distribution():
     assert torch.allclose(probs.sum(0), torch.ones(TINY), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_peak_children_measure_growth():
     assert bench_cam.peak_child("ref", "resnet18", 1, *TINY, [1.0]) >= 0
     assert bench_seg.peak_child("per_image", "resnet18", 1, *TINY, [1.0]) >= 0
@@ -175,6 +176,7 @@ def test_devices():
             bench.resolve_devices("cuda")
 
 
+@pytest.mark.slow
 def test_benchmarks_import_without_the_repository(tmp_path):
     """The benchmarks are part of the installed package: they import, and `salmask bench` finds them,
     with neither the repository root nor its `benchmarks/` folder importable (as from a wheel)."""
@@ -239,6 +241,7 @@ def test_infer_batch_config_is_checked_and_not_hashed():
     assert section_hash(auto.cam) != section_hash(load_config("demo", ["cam.epochs=1"]).cam)
 
 
+@pytest.mark.slow
 def test_compat_memory_measures_both_walks():
     import torch
 
