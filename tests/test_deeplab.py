@@ -264,6 +264,7 @@ def test_infer_seg_refines_with_deeplabs_crf(tmp_path, reference_run, tiny_data,
     assert seg_inference.DEEPLAB_CRF["sxy_bilateral"] == 67 and seg_inference.DEEPLAB_CRF["srgb"] == 3
 
 
+@pytest.mark.slow
 def test_segment_command_repeats_infer_seg(tmp_path, reference_run, tiny_data):
     """``salmask segment WORK_DIR IMAGES`` predicts new images with the run's DeepLab and inference settings:
     on the val images it writes the masks infer_seg wrote; a folder without a trained DeepLab is named."""

@@ -54,6 +54,7 @@ def test_file_size_limit_keeps_the_old_artefact_and_says_what_to_fix(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no .tmp, old files intact
 
 
+@pytest.mark.slow
 def test_cli_over_the_file_size_limit_is_one_clear_line(tmp_path):
     images = tmp_path / "images"
     images.mkdir()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from tqdm import tqdm
 
 from salmask.utils.log import LogProgress, progress, progress_bar
@@ -75,6 +76,7 @@ def test_bar_on_a_terminal_lines_elsewhere():
     assert progress_bar("x", total=3, enabled=False, stream=terminal).disable
 
 
+@pytest.mark.slow
 def test_run_redirected_to_a_file_has_no_carriage_returns(tmp_path: Path):
     """A real (tiny) run with stderr in a file: its stage summaries, no bar frames."""
     work = tmp_path / "w"
