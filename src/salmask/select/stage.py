@@ -1,14 +1,19 @@
 """Stages ``select`` (the Salient Object Selector on SBE's pseudo masks) and ``eval_select``.
 
-``select`` reads no ground truth: it writes ``select/masks/{id}.png`` and ``select/report.json``.
+``select`` reads no ground truth: it writes ``select/masks/{id}.png`` and ``select/report.json``. With
+``select.mode: auto`` the CAM classifier of ``train_cam`` judges, per single-class image, whether the walk's
+mask or the saliency mask holds the object (:mod:`salmask.select.judge`).
 ``eval_select`` scores those masks (all images and the single-class subset) and, with ``select.sweep``,
-reproduces the shape of the seed's Table 3 (``eval_select/sweep.json``, ``sweep.png``).
+reproduces the shape of the seed's Table 3 (``eval_select/sweep.json``, ``sweep.png``); in ``auto`` mode it
+also says where the label-free decision landed against the sweep's ground-truth-best threshold.
 """
 from __future__ import annotations
 
+from salmask.cam.train import load_cam_model
 from salmask.io import write_json
 from salmask.pipeline import Context, stage
 from salmask.refine.stage import score_masks
+from salmask.select.judge import ClassifierJudge
 from salmask.select.sos import SelectorConfig, format_report, resolve_classes, select_folder
 from salmask.stage_utils import eval_ids
 from salmask.utils import dist
@@ -25,19 +30,28 @@ def selector_config(ctx: Context, meta) -> SelectorConfig:
                           salient_classes=salient)
 
 
-@stage("select", sections=("select",), needs=("make_pseudo", "saliency"),
-       enabled=lambda cfg: cfg.select.enabled)
+def _needs(cfg) -> tuple[str, ...]:
+    return ("make_pseudo", "saliency") + (("train_cam",) if cfg.select.mode == "auto" else ())
+
+
+@stage("select", sections=("select",), needs=_needs, enabled=lambda cfg: cfg.select.enabled)
 def run_select(ctx: Context) -> dict:
-    """Replace (or fuse) single-class pseudo masks by the saliency map where they agree."""
+    """Replace (or fuse) single-class pseudo masks by the saliency map where they agree (``auto``: where the
+    CAM classifier finds the object in the saliency mask rather than in the walk's)."""
     images = ctx.split("pseudo_split")
     meta = images.meta
     report = {}
     if dist.is_main():  # class salience is a dataset-wide statistic: one pass on rank 0
+        judge = None
+        if ctx.cfg.select.mode == "auto":
+            model = load_cam_model(ctx.dir("train_cam") / "model.pt", ctx.cfg.cam, meta.num_fg, ctx.device)
+            judge = ClassifierJudge(model, images.image_path, device=ctx.device, amp=ctx.amp)
         report = select_folder(ctx.dir("make_pseudo"), ctx.dir("saliency"), ctx.dir() / "masks",
                                num_classes=meta.num_classes, config=selector_config(ctx, meta),
                                labels={i: images.labels[i] for i in images.ids},
                                soft_dir=ctx.dir("make_pseudo") / "scores", class_names=meta.classes,
-                               ids=images.ids, palette=meta.palette, overwrite=False, progress=True)
+                               ids=images.ids, palette=meta.palette, overwrite=False, judge=judge,
+                               progress=True)
         write_json(ctx.dir() / "report.json", report)
         logger.info("select:\n%s", format_report(report))
     dist.barrier()
@@ -53,6 +67,7 @@ def run_eval_select(ctx: Context) -> dict:
     images = ctx.split("pseudo_split")
     ids = eval_ids(ctx)
     metrics = score_masks(ctx, ctx.dir("select") / "masks", ids)
+    result: dict = {"images": len(ids), "metrics": metrics}
     if ctx.cfg.select.sweep and dist.is_main():
         s = ctx.cfg.select
         cfg = selector_config(ctx, images.meta)
@@ -63,4 +78,12 @@ def run_eval_select(ctx: Context) -> dict:
         write_json(ctx.dir() / "sweep.json", rows)
         plot_sweep(rows, ctx.dir() / "sweep.png")
         logger.info("select sweep (replacement threshold t0, t1=0):\n%s", format_sweep_table(rows))
-    return {"images": len(ids), "metrics": metrics}
+        best = max(rows, key=lambda r: r["all"]["mIoU"])
+        result["sweep_best"] = {"t0": best["alpha"], "replaced": best["replaced"], "mIoU": best["all"]["mIoU"]}
+        if s.mode == "auto":
+            result["auto_vs_sweep"] = {"auto_mIoU": metrics["mIoU"], "best_t0": best["alpha"],
+                                       "best_mIoU": best["all"]["mIoU"],
+                                       "below_best": round(best["all"]["mIoU"] - metrics["mIoU"], 3)}
+            logger.info("eval_select: the label-free decision %.2f mIoU, the sweep's ground-truth-best t0 = %.2f "
+                        "%.2f", metrics["mIoU"], best["alpha"], best["all"]["mIoU"])
+    return result
