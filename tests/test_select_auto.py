@@ -1,4 +1,5 @@
-"""The Selector's label-free mode (``select.mode: auto``): the CAM classifier judges walk mask vs saliency mask."""
+"""The Selector's label-free mode (``select.mode: auto``): a judge (boundary map or CAM classifier) decides
+between the walk's mask and the saliency mask."""
 from __future__ import annotations
 
 import json
@@ -11,8 +12,10 @@ from torch import nn
 
 import salmask
 from salmask.errors import ArgumentError, ConfigError
-from salmask.io import read_json, read_mask, write_gray, write_png
-from salmask.select.judge import ClassifierJudge, region_scores
+from salmask.errors import InputError
+from salmask.io import read_json, read_mask, save_npz, write_gray, write_png
+from salmask.select.judge import (BoundaryJudge, ClassifierJudge, boundary_file, contour, contour_score,
+                                  region_scores, upsample_boundary)
 from salmask.select.sos import SelectorConfig, auto_replaces, select_folder
 from tests.conftest import run_salmask, tiny_overrides
 
@@ -126,7 +129,7 @@ def test_api_and_cli_auto_mode(tmp_path):
     ckpt = tmp_path / "model.pt"
     save_checkpoint(ckpt, model=net.state_dict(), backbone="resnet18")
     report = salmask.select_masks(d["pseudo"], d["sal"], out=d["out"], num_classes=4, mode="auto",
-                                  images=d["img"], cam=ckpt)
+                                  judge="classifier", images=d["img"], cam=ckpt)
     judge = ClassifierJudge(net, lambda i: d["img"] / f"{i}.png")
     expected = sorted(i for i in ("bad", "far", "good")
                       if auto_replaces(judge(i, 1, read_mask(d["pseudo"] / f"{i}.png") == 1,
@@ -138,26 +141,94 @@ def test_api_and_cli_auto_mode(tmp_path):
     sals = [np.asarray(read_mask(d["sal"] / f"{i}.png"), np.float32) / 255 for i in ids]
     imgs = [salmask.read_image(d["img"] / f"{i}.png") for i in ids]
     selected, arr_report = salmask.select_masks(masks, sals, [[1]] * 3, num_classes=4, mode="auto",
-                                                images=imgs, cam=net)
+                                                judge="classifier", images=imgs, cam=net)
     assert [ids[int(k)] for k in arr_report["replaced_ids"]] == expected
     for i, m in zip(ids, selected):
         np.testing.assert_array_equal(m, read_mask(d["out"] / f"{i}.png"))
 
     with pytest.raises(ArgumentError, match="needs images and cam"):
-        salmask.select_masks(masks, sals, mode="auto", num_classes=4)
+        salmask.select_masks(masks, sals, mode="auto", judge="classifier", num_classes=4)
     res = run_salmask(["select", "--pseudo", str(d["pseudo"]), "--saliency", str(d["sal"]), "--out",
                        str(tmp_path / "cli"), "--num-classes", "4", "--classes", "none", "--mode", "auto",
-                       "--images", str(d["img"]), "--cam", str(ckpt)])
+                       "--judge", "classifier", "--images", str(d["img"]), "--cam", str(ckpt)])
     assert read_json(tmp_path / "cli" / "report.json")["replaced_ids"] == expected, res.stdout
     res = run_salmask(["select", "--pseudo", str(d["pseudo"]), "--saliency", str(d["sal"]), "--out",
                        str(tmp_path / "cli2"), "--num-classes", "4", "--mode", "auto"], check=False)
-    assert res.returncode != 0 and "--images" in res.stderr
+    assert res.returncode != 0 and "--boundary" in res.stderr
 
 
-def test_pipeline_select_auto(tmp_path, reference_run, tiny_data):
+def test_contour_and_boundary_judge(tmp_path):
+    m = np.zeros((6, 7), bool)
+    m[1:5, 1:6] = True
+    inner = np.zeros_like(m)
+    inner[2:4, 2:5] = True
+    np.testing.assert_array_equal(contour(m), m & ~inner)
+    full = np.zeros((4, 4), bool)
+    full[:] = True
+    ring = full.copy()
+    ring[1:3, 1:3] = False
+    np.testing.assert_array_equal(contour(full), ring)  # the image border counts as outside
+    assert contour_score(np.ones((6, 7), np.float32), np.zeros((6, 7), bool)) == 0.0
+
+    _, obj, ctx = red_scene()
+    edge = np.zeros(obj.shape, np.float32)
+    edge[contour(obj)] = 1.0  # a boundary map that fires on the object's outline
+    spill = np.zeros_like(obj)
+    spill[20:, :] = True
+    judge = BoundaryJudge(lambda i: edge)
+    w, s = judge("a", 1, spill, obj)
+    assert s == 1.0 and w < 0.5 and auto_replaces((w, s))
+    w, s = judge("a", 1, obj, ctx)
+    assert w > s and not auto_replaces((w, s))
+    stride4 = np.random.default_rng(0).random((8, 10)).astype(np.float32)  # [ceil(32/4), ceil(40/4)]
+    up = upsample_boundary(stride4, (32, 40))
+    assert up.shape == (32, 40) and up.min() >= stride4.min() - 1e-6 and up.max() <= stride4.max() + 1e-6
+
+    save_npz(tmp_path / "a.npz", boundary=stride4.astype(np.float16))
+    np.testing.assert_allclose(boundary_file(tmp_path)("a"), stride4, atol=1e-3)
+    np.savez(tmp_path / "nan.npz", boundary=np.full((3, 3), np.nan, np.float32))  # save_npz refuses NaN
+    save_npz(tmp_path / "wrong.npz", cam=np.zeros((3, 3), np.float32))
+    for i, msg in (("nan", "finite"), ("wrong", "'boundary'"), ("gone", "not found")):
+        with pytest.raises(InputError, match=msg) as e:
+            boundary_file(tmp_path)(i)
+        assert f"{i}.npz" in str(e.value)
+
+
+def test_api_and_cli_boundary_judge(tmp_path):
+    d = _folders(tmp_path)
+    _, obj, _ = red_scene()
+    edge = np.zeros(obj.shape, np.float32)
+    edge[contour(obj)] = 1.0
+    (tmp_path / "bd").mkdir()
+    for i in ("good", "bad", "far"):
+        save_npz(tmp_path / "bd" / f"{i}.npz", boundary=edge)
+    report = salmask.select_masks(d["pseudo"], d["sal"], out=d["out"], num_classes=4, mode="auto",
+                                  boundary=tmp_path / "bd", gt=d["gt"])
+    assert report["replaced_ids"] == ["far", "good"]  # the saliency mask traces the object's outline there
+    ids = ["bad", "far", "good"]
+    masks = [read_mask(d["pseudo"] / f"{i}.png") for i in ids]
+    sals = [np.asarray(read_mask(d["sal"] / f"{i}.png"), np.float32) / 255 for i in ids]
+    selected, arr_report = salmask.select_masks(masks, sals, [[1]] * 3, num_classes=4, mode="auto",
+                                                boundary=[edge] * 3)
+    assert arr_report["replaced_ids"] == ["000001", "000002"]
+    for i, m in zip(ids, selected):
+        np.testing.assert_array_equal(m, read_mask(d["out"] / f"{i}.png"))
+    with pytest.raises(ArgumentError, match="needs boundary"):
+        salmask.select_masks(masks, sals, mode="auto", num_classes=4)
+    with pytest.raises(ArgumentError, match=r"\[0, 1\]"):
+        salmask.select_masks(masks, sals, mode="auto", num_classes=4, boundary=[edge * 3] * 3)
+    run_salmask(["select", "--pseudo", str(d["pseudo"]), "--saliency", str(d["sal"]), "--out",
+                 str(tmp_path / "cli"), "--num-classes", "4", "--classes", "none", "--mode", "auto",
+                 "--boundary", str(tmp_path / "bd")])
+    assert read_json(tmp_path / "cli" / "report.json")["replaced_ids"] == ["far", "good"]
+
+
+@pytest.mark.parametrize("judge", ["boundary", "classifier"])
+def test_pipeline_select_auto(tmp_path, reference_run, tiny_data, judge):
     work = tmp_path / "work"
     shutil.copytree(reference_run, work, symlinks=True)
-    run_salmask(["run", "demo", *tiny_overrides(work, tiny_data, "select.mode=auto", "select.sweep=true"),
+    run_salmask(["run", "demo", *tiny_overrides(work, tiny_data, "select.mode=auto", f"select.judge={judge}",
+                                                   "select.sweep=true"),
                  "--stages", "select,eval_select"])
     report = read_json(work / "select" / "report.json")
     assert report["mode"] == "auto" and report["judged"]

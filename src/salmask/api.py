@@ -19,7 +19,7 @@ import torch
 
 from salmask.errors import ArgumentError, InputError, SalmaskError
 from salmask.io import read_image
-from salmask.select.judge import ClassifierJudge
+from salmask.select.judge import BoundaryJudge, ClassifierJudge, boundary_file
 
 PathLike = str | os.PathLike
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
@@ -314,7 +314,8 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
                  labels: Any = None, *, out: PathLike | None = None, num_classes: int = 21, mode: str = "sep",
                  t0: float = 0.4, t1: float = 0.2, tau: float = 1.4, eta: float = 0.75, sal_thres: float = 0.5,
                  salient_classes: Sequence[int | str] | None = None, soft: Any = None, gt: Any = None,
-                 images: Any = None, cam: PathLike | torch.nn.Module | None = None,
+                 judge: str = "boundary", boundary: Any = None, images: Any = None,
+                 cam: PathLike | torch.nn.Module | None = None,
                  class_names: Sequence[str] | None = None, allow_missing: bool = False,
                  device: str | torch.device | None = None, progress: bool = False) -> Any:
     """The Salient Object Selector: single-class pseudo masks replaced (or fused) by saliency where they agree.
@@ -336,11 +337,13 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
     report's classes; ``allow_missing`` passes folder images without a saliency map through; ``progress``
     shows progress bars.
 
-    ``mode="auto"`` decides per single-class image without a threshold: the CAM classifier ``cam`` (a
-    ``train_cam/model.pt`` or a loaded CAMNet, run on ``device``) scores the walk's mask and the saliency
-    mask, and the saliency mask replaces the walk's where it scores higher (:mod:`salmask.select.judge`). It
-    needs the ``images``: a folder of ``{id}.jpg``/``.png`` with folders, else RGB uint8 [H,W,3] arrays in
-    the container type of ``pseudo``.
+    ``mode="auto"`` decides per single-class image without a threshold: a ``judge`` scores the walk's mask
+    and the saliency mask, and the saliency mask replaces the walk's where it scores higher
+    (:mod:`salmask.select.judge`). ``judge="boundary"`` needs ``boundary``, the boundary network's maps: a
+    folder of ``{id}.npz`` as ``make_boundary`` writes, else float [h,w] arrays in [0,1] (stride 4 or any size)
+    in the container type of ``pseudo``. ``judge="classifier"`` needs the CAM classifier ``cam`` (a
+    ``train_cam/model.pt`` or a loaded CAMNet, run on ``device``) and the ``images``: a folder of
+    ``{id}.jpg``/``.png``, else RGB uint8 [H,W,3] arrays.
     """
     from salmask.select.sos import SelectorConfig, resolve_classes, select_folder
 
@@ -350,22 +353,36 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
         salient_classes, num_classes=num_classes, class_names=class_names, source="salient_classes")))
     config = SelectorConfig(mode=mode, t0=t0, t1=t1, tau=tau, eta=eta, sal_thres=sal_thres, salient_classes=salient,
                             allow_missing=allow_missing)
-    if config.mode == "auto" and (images is None or cam is None):
-        raise ArgumentError("mode='auto' needs images and cam, the CAM classifier's checkpoint or model "
-                            "(salmask select: --images DIR --cam RUN/train_cam/model.pt)")
-    model = _load_cam_model(cam, _device(device)) if config.mode == "auto" else None
+    auto = config.mode == "auto"
+    if auto and judge not in ("boundary", "classifier"):
+        raise ArgumentError(f"judge must be 'boundary' or 'classifier', got {judge!r}")
+    if auto and judge == "boundary" and boundary is None:
+        raise ArgumentError("mode='auto' with judge='boundary' needs boundary, the boundary maps "
+                            "(salmask select: --boundary RUN/make_boundary)")
+    if auto and judge == "classifier" and (images is None or cam is None):
+        raise ArgumentError("mode='auto' with judge='classifier' needs images and cam, the CAM classifier's "
+                            "checkpoint or model (salmask select: --images DIR --cam RUN/train_cam/model.pt)")
+    model = _load_cam_model(cam, _device(device)) if auto and judge == "classifier" else None
+    use_boundary = auto and judge == "boundary"
     if isinstance(pseudo, (str, os.PathLike)):
         if not isinstance(saliency, (str, os.PathLike)) or out is None:
             raise ArgumentError("with a pseudo-mask folder, saliency must be a folder and out the output folder")
-        for name, v in (("soft", soft), ("gt", gt), ("images", images)):
+        for name, v in (("soft", soft), ("gt", gt), ("images", images), ("boundary", boundary)):
             if v is not None and not isinstance(v, (str, os.PathLike)):
                 raise ArgumentError(f"with folders, {name} must be a folder or None")
-        judge = None if model is None else ClassifierJudge(model, _image_finder(Path(images)), device=next(model.parameters()).device)
+        chosen = None
+        if use_boundary:
+            if not Path(boundary).is_dir():
+                raise InputError(boundary, "boundary-map folder not found")
+            chosen = BoundaryJudge(boundary_file(Path(boundary)))
+        elif model is not None:
+            chosen = ClassifierJudge(model, _image_finder(Path(images)), device=next(model.parameters()).device)
         return select_folder(pseudo, saliency, out, num_classes=num_classes, config=config, labels=labels,
-                             soft_dir=soft, gt_dir=gt, class_names=class_names, judge=judge, progress=progress)
+                             soft_dir=soft, gt_dir=gt, class_names=class_names, judge=chosen, progress=progress)
     if out is not None:
         raise ArgumentError("out is for folders; on arrays select_masks returns the masks")
-    return _select_arrays(pseudo, saliency, labels, soft, gt, config, num_classes, class_names, images, model)
+    return _select_arrays(pseudo, saliency, labels, soft, gt, config, num_classes, class_names, images, model,
+                          boundary if use_boundary else None)
 
 
 def _image_finder(folder: Path) -> Callable[[str], Path]:
@@ -396,7 +413,7 @@ def _by_id(value: Any, name: str, ids: list[str] | None) -> dict[str, Any]:
 
 def _select_arrays(pseudo: Any, saliency: Any, labels: Any, soft: Any, gt: Any, config, num_classes: int,
                    class_names: Sequence[str] | None, images: Any = None,
-                   model: torch.nn.Module | None = None) -> tuple[Any, dict]:
+                   model: torch.nn.Module | None = None, boundary: Any = None) -> tuple[Any, dict]:
     from PIL import Image
 
     from salmask.io import read_mask, save_npz, write_png
@@ -412,6 +429,12 @@ def _select_arrays(pseudo: Any, saliency: Any, labels: Any, soft: Any, gt: Any, 
     soft = None if soft is None else _by_id(soft, "soft", ids)
     gt = None if gt is None else _by_id(gt, "gt", ids)
     images = None if model is None else _by_id(images, "images", ids)
+    maps = None if boundary is None else _by_id(boundary, "boundary", ids)
+    if maps is not None:
+        for i, b in maps.items():
+            b = _array(b, f"boundary[{i!r}]", 2, floating=True)
+            _in_unit_range(b, f"boundary[{i!r}]")
+            maps[i] = b.astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="salmask-select-") as tmp:
         root = Path(tmp)
         for i in ids:
@@ -446,6 +469,8 @@ def _select_arrays(pseudo: Any, saliency: Any, labels: Any, soft: Any, gt: Any, 
                 Image.fromarray(img).save(root / "images" / f"{i}.png")  # lossless: the judge sees these pixels
         judge = None if model is None else ClassifierJudge(model, lambda i: root / "images" / f"{i}.png",
                                                            device=next(model.parameters()).device)
+        if maps is not None:
+            judge = BoundaryJudge(maps.__getitem__)
         report = select_folder(root / "pseudo", root / "saliency", root / "out", num_classes=num_classes,
                                config=config, labels=labels, soft_dir=root / "soft" if soft is not None else None,
                                gt_dir=root / "gt" if gt is not None else None, class_names=class_names, ids=ids,

@@ -1,8 +1,9 @@
 """Stages ``select`` (the Salient Object Selector on SBE's pseudo masks) and ``eval_select``.
 
 ``select`` reads no ground truth: it writes ``select/masks/{id}.png`` and ``select/report.json``. With
-``select.mode: auto`` the CAM classifier of ``train_cam`` judges, per single-class image, whether the walk's
-mask or the saliency mask holds the object (:mod:`salmask.select.judge`).
+``select.mode: auto`` a judge decides, per single-class image, whether the walk's mask or the saliency mask
+holds the object (:mod:`salmask.select.judge`): the boundary map of ``make_boundary`` along each mask's
+outline (``select.judge: boundary``) or the CAM classifier of ``train_cam`` (``classifier``).
 ``eval_select`` scores those masks (all images and the single-class subset) and, with ``select.sweep``,
 reproduces the shape of the seed's Table 3 (``eval_select/sweep.json``, ``sweep.png``); in ``auto`` mode it
 also says where the label-free decision landed against the sweep's ground-truth-best threshold.
@@ -13,7 +14,8 @@ from salmask.cam.train import load_cam_model
 from salmask.io import write_json
 from salmask.pipeline import Context, stage
 from salmask.refine.stage import score_masks
-from salmask.select.judge import ClassifierJudge
+from salmask.errors import ConfigError
+from salmask.select.judge import BoundaryJudge, ClassifierJudge, boundary_file
 from salmask.select.sos import SelectorConfig, format_report, resolve_classes, select_folder
 from salmask.stage_utils import eval_ids
 from salmask.utils import dist
@@ -30,20 +32,33 @@ def selector_config(ctx: Context, meta) -> SelectorConfig:
                           salient_classes=salient)
 
 
+JUDGES = {"boundary": "make_boundary", "classifier": "train_cam"}
+"""``select.judge`` -> the stage whose output the judge reads."""
+
+
 def _needs(cfg) -> tuple[str, ...]:
-    return ("make_pseudo", "saliency") + (("train_cam",) if cfg.select.mode == "auto" else ())
+    if cfg.select.mode != "auto":
+        return ("make_pseudo", "saliency")
+    if cfg.select.judge not in JUDGES:
+        raise ConfigError(f"select.judge must be one of {', '.join(JUDGES)}, got {cfg.select.judge!r}")
+    if cfg.select.judge == "boundary" and cfg.walk.boundary == "saliency":
+        raise ConfigError("select.judge=boundary reads the boundary network's map, which walk.boundary=saliency "
+                          "does not train; use select.judge=classifier (or walk.boundary=learned / both)")
+    return ("make_pseudo", "saliency", JUDGES[cfg.select.judge])
 
 
 @stage("select", sections=("select",), needs=_needs, enabled=lambda cfg: cfg.select.enabled)
 def run_select(ctx: Context) -> dict:
     """Replace (or fuse) single-class pseudo masks by the saliency map where they agree (``auto``: where the
-    CAM classifier finds the object in the saliency mask rather than in the walk's)."""
+    judge finds the object in the saliency mask rather than in the walk's)."""
     images = ctx.split("pseudo_split")
     meta = images.meta
     report = {}
     if dist.is_main():  # class salience is a dataset-wide statistic: one pass on rank 0
         judge = None
-        if ctx.cfg.select.mode == "auto":
+        if ctx.cfg.select.mode == "auto" and ctx.cfg.select.judge == "boundary":
+            judge = BoundaryJudge(boundary_file(ctx.dir("make_boundary")))
+        elif ctx.cfg.select.mode == "auto":
             model = load_cam_model(ctx.dir("train_cam") / "model.pt", ctx.cfg.cam, meta.num_fg, ctx.device)
             judge = ClassifierJudge(model, images.image_path, device=ctx.device, amp=ctx.amp)
         report = select_folder(ctx.dir("make_pseudo"), ctx.dir("saliency"), ctx.dir() / "masks",
