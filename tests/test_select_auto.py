@@ -240,3 +240,17 @@ def test_pipeline_select_auto(tmp_path, reference_run, tiny_data, judge):
     assert cmp["auto_mIoU"] == ev["metrics"]["mIoU"]
     assert cmp["best_mIoU"] == max(r["all"]["mIoU"] for r in rows)
     assert cmp["below_best"] == round(cmp["best_mIoU"] - cmp["auto_mIoU"], 3)
+
+
+def test_preflight_names_a_judge_without_its_evidence(tmp_path):
+    from salmask.config import load_config
+    from salmask.preflight import check_plan
+
+    cfg = load_config("voc_cpu", [f"work_dir={tmp_path}", "walk.boundary=saliency"])
+    assert cfg.select.mode == "auto"
+    problems = check_plan(cfg, ["select"], tmp_path)
+    assert any("select.judge=boundary" in p and "walk.boundary=saliency" in p for p in problems), problems
+    cfg = load_config("voc_cpu", [f"work_dir={tmp_path}", "walk.boundary=saliency", "select.judge=classifier"])
+    assert not any("select.judge" in p for p in check_plan(cfg, ["select"], tmp_path))
+    cfg = load_config("voc_cpu", [f"work_dir={tmp_path}", "select.judge=oracle"])
+    assert any("select.judge must be" in p for p in check_plan(cfg, ["select"], tmp_path))

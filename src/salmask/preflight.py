@@ -89,12 +89,25 @@ def check_plan(cfg: DictConfig, stages: Sequence[str], work_dir: Path, before: I
         check(lambda st=st: _check_pretrained(cfg, st))
     check(lambda: _check_packages(cfg, run, problems))
     check(lambda: _check_seg_source(cfg, run))
+    check(lambda: _check_select_judge(cfg, run))
     check(lambda: _check_work_dir(work_dir, run, counts, pixels, problems))
     return list(dict.fromkeys(problems))
 
 
 # ----------------------------------------------------------------------------------------------------
 # Dataset
+
+def _check_select_judge(cfg: DictConfig, run: set[str]) -> None:
+    """``select.mode: auto`` needs its judge's evidence: the boundary judge reads the boundary network's map."""
+    s = cfg.select
+    if "select" not in run or s.mode != "auto":
+        return
+    if s.judge not in ("boundary", "classifier"):
+        raise ConfigError(f"select.judge must be 'boundary' or 'classifier', got {s.judge!r}")
+    if s.judge == "boundary" and cfg.walk.boundary == "saliency":
+        raise ConfigError("select.judge=boundary reads the boundary network's map, which walk.boundary=saliency "
+                          "does not train; use select.judge=classifier (or walk.boundary=learned / both)")
+
 
 def _sample(ids: Sequence[str]) -> list[str]:
     if len(ids) <= FULL_CHECK_IDS:

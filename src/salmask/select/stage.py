@@ -37,13 +37,8 @@ JUDGES = {"boundary": "make_boundary", "classifier": "train_cam"}
 
 
 def _needs(cfg) -> tuple[str, ...]:
-    if cfg.select.mode != "auto":
-        return ("make_pseudo", "saliency")
-    if cfg.select.judge not in JUDGES:
-        raise ConfigError(f"select.judge must be one of {', '.join(JUDGES)}, got {cfg.select.judge!r}")
-    if cfg.select.judge == "boundary" and cfg.walk.boundary == "saliency":
-        raise ConfigError("select.judge=boundary reads the boundary network's map, which walk.boundary=saliency "
-                          "does not train; use select.judge=classifier (or walk.boundary=learned / both)")
+    if cfg.select.mode != "auto" or cfg.select.judge not in JUDGES:
+        return ("make_pseudo", "saliency")  # an unknown judge is pre-flight's error (and run_select's)
     return ("make_pseudo", "saliency", JUDGES[cfg.select.judge])
 
 
@@ -56,7 +51,12 @@ def run_select(ctx: Context) -> dict:
     report = {}
     if dist.is_main():  # class salience is a dataset-wide statistic: one pass on rank 0
         judge = None
+        if ctx.cfg.select.mode == "auto" and ctx.cfg.select.judge not in JUDGES:
+            raise ConfigError(f"select.judge must be one of {', '.join(JUDGES)}, got {ctx.cfg.select.judge!r}")
         if ctx.cfg.select.mode == "auto" and ctx.cfg.select.judge == "boundary":
+            if not ctx.dir("make_boundary").is_dir():
+                raise ConfigError("select.judge=boundary reads make_boundary's maps, which this run does not "
+                                  f"have (walk.boundary={ctx.cfg.walk.boundary}); use select.judge=classifier")
             judge = BoundaryJudge(boundary_file(ctx.dir("make_boundary")))
         elif ctx.cfg.select.mode == "auto":
             model = load_cam_model(ctx.dir("train_cam") / "model.pt", ctx.cfg.cam, meta.num_fg, ctx.device)
