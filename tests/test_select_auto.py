@@ -240,6 +240,9 @@ def test_pipeline_select_auto(tmp_path, reference_run, tiny_data, judge):
     assert cmp["auto_mIoU"] == ev["metrics"]["mIoU"]
     assert cmp["best_mIoU"] == max(r["all"]["mIoU"] for r in rows)
     assert cmp["below_best"] == round(cmp["best_mIoU"] - cmp["auto_mIoU"], 3)
+    from salmask.report.html import write_report
+
+    assert "auto: no threshold, judged per image" in write_report(work).read_text()
 
 
 def test_preflight_names_a_judge_without_its_evidence(tmp_path):
