@@ -4,7 +4,7 @@ Algorithm 1 replaces a single-class pseudo mask by the saliency mask when the tw
 threshold t0, and the right t0 depends on how good the saliency is: the seed tuned 0.4 for its own network on
 VOC's ground truth, a strong pretrained detector wants nearly any overlap (on voc-real's training split with
 U²-NetP, t0 = 0 gives 54.69 mIoU against 50.77 at 0.4), a weak one a high threshold (with the classic MB+
-saliency every t0 below 0.9 loses). A user cannot set it without ground truth. Instead a judge scores both
+saliency every t0 up to 0.7 loses to keeping the walk's masks). A user cannot set it without ground truth. Instead a judge scores both
 candidates of each image, the walk's foreground and the binarised saliency, from evidence the pipeline
 already holds and that never saw a mask, and the higher score wins. Two judges:
 
