@@ -40,12 +40,14 @@ SAME_AS_CONFIG = {
     ("select_masks", "sal_thres"): "select.sal_thres",
     ("select_masks", "salient_classes"): "select.salient_classes",
     ("select_masks", "allow_missing"): "saliency.allow_missing",
+    ("select_masks", "judge"): "select.judge",
     ("segment", "flip"): "seg.flip",
     ("segment", "crf"): "seg.crf",
 }
 DIFFERENT_ON_PURPOSE = {
     ("boundary_labels", "crf"): "the CRF needs the image: on when an image is given",
     ("load", "boundary"): "the boundary network's checkpoint, not walk.boundary",
+    ("select_masks", "boundary"): "the folder of boundary maps the auto judge reads, not walk.boundary",
     ("class_activation_maps", "scales"): "one scale for a single quick call; salmask.load(work_dir) uses the run's",
     ("segment", "scales"): "one scale for a single quick call; salmask.load(work_dir) uses the run's",
 }

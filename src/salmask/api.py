@@ -12,13 +12,14 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from salmask.errors import ArgumentError, InputError, SalmaskError
 from salmask.io import read_image
+from salmask.select.judge import BoundaryJudge, ClassifierJudge, boundary_file
 
 PathLike = str | os.PathLike
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
@@ -323,8 +324,10 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
                  labels: Any = None, *, out: PathLike | None = None, num_classes: int = 21, mode: str = "sep",
                  t0: float = 0.4, t1: float = 0.2, tau: float = 1.4, eta: float = 0.75, sal_thres: float = 0.5,
                  salient_classes: Sequence[int | str] | None = None, soft: Any = None, gt: Any = None,
+                 judge: str = "boundary", boundary: Any = None, images: Any = None,
+                 cam: PathLike | torch.nn.Module | None = None,
                  class_names: Sequence[str] | None = None, allow_missing: bool = False,
-                 progress: bool = False) -> Any:
+                 device: str | torch.device | None = None, progress: bool = False) -> Any:
     """The Salient Object Selector: single-class pseudo masks replaced (or fused) by saliency where they agree.
 
     On folders (as ``salmask select``): ``pseudo`` and ``saliency`` are folders of ``{id}.png``, ``out`` the
@@ -339,10 +342,19 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
     so a value within 1/65535 of ``sal_thres`` may binarise the other way). Returns ``(masks, report)``,
     ``masks`` in the container type of ``pseudo``.
 
-    Options (docs/method.md#salient-object-selector): ``mode`` "sep" (Algorithm 1) or "alpha", ``t0``, ``t1``, ``tau``, ``eta``,
+    Options (docs/method.md#salient-object-selector): ``mode`` "sep" (Algorithm 1), "alpha" or "auto", ``t0``,
+    ``t1``, ``tau``, ``eta``,
     ``sal_thres``, ``salient_classes`` (class ids or names; default: n*_c ≥ eta); ``class_names`` name the
     report's classes; ``allow_missing`` passes folder images without a saliency map through; ``progress``
     shows progress bars.
+
+    ``mode="auto"`` decides per single-class image without a threshold: a ``judge`` scores the walk's mask
+    and the saliency mask, and the saliency mask replaces the walk's where it scores higher
+    (:mod:`salmask.select.judge`). ``judge="boundary"`` needs ``boundary``, the boundary network's maps: a
+    folder of ``{id}.npz`` as ``make_boundary`` writes, else float [h,w] arrays in [0,1] (stride 4 or any size)
+    in the container type of ``pseudo``. ``judge="classifier"`` needs the CAM classifier ``cam`` (a
+    ``train_cam/model.pt`` or a loaded CAMNet, run on ``device``) and the ``images``: a folder of
+    ``{id}.jpg``/``.png``, else RGB uint8 [H,W,3] arrays.
     """
     from salmask.select.sos import SelectorConfig, resolve_classes, select_folder
 
@@ -352,17 +364,50 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
         salient_classes, num_classes=num_classes, class_names=class_names, source="salient_classes")))
     config = SelectorConfig(mode=mode, t0=t0, t1=t1, tau=tau, eta=eta, sal_thres=sal_thres, salient_classes=salient,
                             allow_missing=allow_missing)
+    auto = config.mode == "auto"
+    if auto and judge not in ("boundary", "classifier"):
+        raise ArgumentError(f"judge must be 'boundary' or 'classifier', got {judge!r}")
+    if auto and judge == "boundary" and boundary is None:
+        raise ArgumentError("mode='auto' with judge='boundary' needs boundary, the boundary maps "
+                            "(salmask select: --boundary RUN/make_boundary)")
+    if auto and judge == "classifier" and (images is None or cam is None):
+        raise ArgumentError("mode='auto' with judge='classifier' needs images and cam, the CAM classifier's "
+                            "checkpoint or model (salmask select: --images DIR --cam RUN/train_cam/model.pt)")
+    model = Predictor(cam=cam, device=device).network("cam") if auto and judge == "classifier" else None
+    use_boundary = auto and judge == "boundary"
     if isinstance(pseudo, (str, os.PathLike)):
         if not isinstance(saliency, (str, os.PathLike)) or out is None:
             raise ArgumentError("with a pseudo-mask folder, saliency must be a folder and out the output folder")
-        for name, v in (("soft", soft), ("gt", gt)):
+        for name, v in (("soft", soft), ("gt", gt), ("images", images), ("boundary", boundary)):
             if v is not None and not isinstance(v, (str, os.PathLike)):
                 raise ArgumentError(f"with folders, {name} must be a folder or None")
+        chosen = None
+        if use_boundary:
+            if not Path(boundary).is_dir():
+                raise InputError(boundary, "boundary-map folder not found")
+            chosen = BoundaryJudge(boundary_file(Path(boundary)))
+        elif model is not None:
+            chosen = ClassifierJudge(model, _image_finder(Path(images)), device=next(model.parameters()).device)
         return select_folder(pseudo, saliency, out, num_classes=num_classes, config=config, labels=labels,
-                             soft_dir=soft, gt_dir=gt, class_names=class_names, progress=progress)
+                             soft_dir=soft, gt_dir=gt, class_names=class_names, judge=chosen, progress=progress)
     if out is not None:
         raise ArgumentError("out is for folders; on arrays select_masks returns the masks")
-    return _select_arrays(pseudo, saliency, labels, soft, gt, config, num_classes, class_names)
+    return _select_arrays(pseudo, saliency, labels, soft, gt, config, num_classes, class_names, images, model,
+                          boundary if use_boundary else None)
+
+
+def _image_finder(folder: Path) -> Callable[[str], Path]:
+    """id -> ``folder/{id}.jpg`` (or .jpeg / .png); an InputError naming the folder when neither exists."""
+    if not folder.is_dir():
+        raise InputError(folder, "image folder not found")
+
+    def find(i: str) -> Path:
+        for suffix in (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG"):
+            if (folder / f"{i}{suffix}").is_file():
+                return folder / f"{i}{suffix}"
+        raise InputError(folder / f"{i}.jpg", f"image of {i!r} not found (.jpg, .jpeg or .png)")
+
+    return find
 
 
 def _by_id(value: Any, name: str, ids: list[str] | None) -> dict[str, Any]:
@@ -378,7 +423,8 @@ def _by_id(value: Any, name: str, ids: list[str] | None) -> dict[str, Any]:
 
 
 def _select_arrays(pseudo: Any, saliency: Any, labels: Any, soft: Any, gt: Any, config, num_classes: int,
-                   class_names: Sequence[str] | None) -> tuple[Any, dict]:
+                   class_names: Sequence[str] | None, images: Any = None,
+                   model: torch.nn.Module | None = None, boundary: Any = None) -> tuple[Any, dict]:
     from PIL import Image
 
     from salmask.io import read_mask, save_npz, write_png
@@ -393,6 +439,13 @@ def _select_arrays(pseudo: Any, saliency: Any, labels: Any, soft: Any, gt: Any, 
                                           for i, v in _by_id(labels, "labels", ids).items()}
     soft = None if soft is None else _by_id(soft, "soft", ids)
     gt = None if gt is None else _by_id(gt, "gt", ids)
+    images = None if model is None else _by_id(images, "images", ids)
+    maps = None if boundary is None else _by_id(boundary, "boundary", ids)
+    if maps is not None:
+        for i, b in maps.items():
+            b = _array(b, f"boundary[{i!r}]", 2, floating=True)
+            _in_unit_range(b, f"boundary[{i!r}]")
+            maps[i] = b.astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="salmask-select-") as tmp:
         root = Path(tmp)
         for i in ids:
@@ -419,9 +472,20 @@ def _select_arrays(pseudo: Any, saliency: Any, labels: Any, soft: Any, gt: Any, 
                 if not np.issubdtype(g.dtype, np.integer):
                     raise ArgumentError(f"gt[{i!r}] must be an integer mask, got {g.dtype}")
                 write_png(root / "gt" / f"{i}.png", g.astype(np.uint8))
+            if images is not None:
+                img = _image(images[i])
+                if img.shape[:2] != mask.shape:
+                    raise ArgumentError(f"images[{i!r}] {list(img.shape[:2])} must match its mask {list(mask.shape)}")
+                (root / "images").mkdir(exist_ok=True)
+                Image.fromarray(img).save(root / "images" / f"{i}.png")  # lossless: the judge sees these pixels
+        judge = None if model is None else ClassifierJudge(model, lambda i: root / "images" / f"{i}.png",
+                                                           device=next(model.parameters()).device)
+        if maps is not None:
+            judge = BoundaryJudge(maps.__getitem__)
         report = select_folder(root / "pseudo", root / "saliency", root / "out", num_classes=num_classes,
                                config=config, labels=labels, soft_dir=root / "soft" if soft is not None else None,
-                               gt_dir=root / "gt" if gt is not None else None, class_names=class_names, ids=ids)
+                               gt_dir=root / "gt" if gt is not None else None, class_names=class_names, ids=ids,
+                               judge=judge)
         selected = {i: read_mask(root / "out" / f"{i}.png") for i in ids}
     if isinstance(pseudo, Mapping):
         return {k: selected[str(k)] for k in pseudo}, report

@@ -203,6 +203,8 @@ def metrics_section(work_dir: Path, manifests: dict[str, dict | None]) -> str:
         if stage == "eval_pseudo" and m is not None:
             note = _bg_note(work_dir / "make_pseudo", work_dir / "eval_pseudo")
             label = f"{label} ({saliency_name(saliency_record(work_dir))})"
+        if stage == "eval_select" and m is not None:
+            note = _select_note(work_dir / "eval_select")
         if stage == "eval_pseudo":
             for vdir in sorted((work_dir / "ablation").glob("*/eval_pseudo")):
                 name = vdir.parent.name
@@ -236,6 +238,21 @@ def _bg_note(make_dir: Path, eval_dir: Path) -> str:
     if sweep:
         note += f"; GT-best bg {sweep['best_score']:.2f}: mIoU {_num(sweep['best_mIoU'])}"
     return note + (f"; walk in {made['boundary']} edges" if made.get("boundary") else "")
+
+
+def _select_note(eval_dir: Path) -> str:
+    """How the Selector decided, and the sweep's ground-truth-best threshold of Algorithm 1 beside it."""
+    try:
+        made = read_json(eval_dir / "manifest.json")
+    except InputError:
+        return ""
+    auto, best = made.get("auto_vs_sweep"), made.get("sweep_best")
+    if isinstance(auto, dict):
+        return (f"auto: no threshold, judged per image; GT-best t0 {auto['best_t0']:.2f} of Algorithm 1's sweep: "
+                f"mIoU {_num(auto['best_mIoU'])}")
+    if isinstance(best, dict):
+        return f"GT-best t0 {best['t0']:.2f} of the sweep: mIoU {_num(best['mIoU'])}"
+    return ""
 
 
 def stage_seconds(stage_dir: Path) -> float | None:

@@ -14,7 +14,16 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", help="ground-truth masks: report metrics before/after")
     p.add_argument("--num-classes", type=int, default=21, help="classes, background included (default 21, VOC)")
     p.add_argument("--classes", choices=["voc", "none"], default="voc", help="class names for the report (voc: VOC's with 21 classes)")
-    p.add_argument("--mode", choices=["sep", "alpha"], default="sep", help="sep: Algorithm 1 (replace); alpha: the α* form (fuse, with --soft)")
+    p.add_argument("--mode", choices=["sep", "alpha", "auto"], default="sep",
+                   help="sep: Algorithm 1 (replace); alpha: the α* form (fuse, with --soft); auto: no threshold, "
+                        "replace where the judge scores the saliency mask above the pseudo mask")
+    p.add_argument("--judge", choices=["boundary", "classifier"], default="boundary",
+                   help="auto: boundary (the boundary map along each mask's outline, --boundary) or classifier "
+                        "(the CAM classifier, --cam and --images)")
+    p.add_argument("--boundary", help="auto, boundary judge: folder of {id}.npz boundary maps (a run's make_boundary)")
+    p.add_argument("--images", help="auto, classifier judge: folder of the {id}.jpg/.png images")
+    p.add_argument("--cam", help="auto, classifier judge: the CAM classifier's checkpoint (a run's train_cam/model.pt)")
+    p.add_argument("--device", default="cpu", help="auto, classifier judge: where the classifier runs (cpu | cuda)")
     p.add_argument("--t0", type=float, default=0.4, help="replace a salient class's mask when IoU > t0 (0.4)")
     p.add_argument("--t1", type=float, default=0.2, help="a non-salient class needs IoU > t0 + t1 (t1 0.2)")
     p.add_argument("--tau", type=float, default=1.4, help="alpha: α* = IoU + n* counts only above tau (1.4)")
@@ -40,7 +49,9 @@ def select_main(a: argparse.Namespace) -> None:
     salient = a.salient_classes.split(",") if a.salient_classes else None
     report = select_masks(a.pseudo, a.saliency, a.labels, out=a.out, num_classes=a.num_classes, mode=a.mode,
                           t0=a.t0, t1=a.t1, tau=a.tau, eta=a.eta, sal_thres=a.sal_thres, salient_classes=salient,
-                          soft=a.soft, gt=a.gt, class_names=names, allow_missing=a.allow_missing, progress=True)
+                          soft=a.soft, gt=a.gt, judge=a.judge, boundary=a.boundary, images=a.images, cam=a.cam,
+                          class_names=names,
+                          allow_missing=a.allow_missing, device=a.device, progress=True)
     salient = report["config"]["salient_classes"]
     print(format_report(report))
     out = Path(a.out)

@@ -53,6 +53,13 @@ Algorithm 1 (``mode="sep"``)
     agrees with Algorithm 1 for the most salient class (o > 0.4, ties not replaced in either form) and asks
     o > 0.6 (= t0 + t1) of a class at n*_c = 0.8. A tau below 1 gives true soft fusion, for α* in (tau, 1).
 
+Label-free form (``mode="auto"``)
+    No threshold. For each "ok" single-class image a *judge* scores the two candidates, the walk's
+    foreground fg(P_k) and the binarised saliency B_k, and B_k replaces the mask (as in Algorithm 1) iff its
+    score is strictly higher (ties keep the walk's). The judge the pipeline uses is the CAM classifier
+    (:mod:`salmask.select.judge`: the class's logit with only the candidate kept minus that with the candidate
+    removed). n*_c, t0, t1 and eta are not used; the report lists each judged image's two scores.
+
 Outputs
 -------
 Every id's mask lands in ``out_dir/{id}.png``: rewritten masks as palette PNGs (``palette``, else the
@@ -71,7 +78,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -84,6 +91,9 @@ from salmask.metrics.confusion import ConfusionMatrix
 PathLike = str | os.PathLike
 Labels = Mapping[str, Iterable[int | str]]
 Sparse = tuple[np.ndarray, np.ndarray]  # flat indices into a [C, C] confusion matrix, and their counts
+Judge = Callable[[str, int, np.ndarray, np.ndarray], tuple[float, float]]
+"""``judge(id, cls, walk_fg [H,W] bool, sal_bin [H,W] bool) -> (walk score, saliency score)`` (mode "auto")."""
+MODES = ("sep", "alpha", "auto")
 
 DEFAULT_ETA = 0.75
 DEFAULT_TAU = 1.4
@@ -104,8 +114,8 @@ class SelectorConfig:
     allow_missing: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in ("sep", "alpha"):
-            raise ConfigError(f"select mode must be 'sep' or 'alpha', got {self.mode!r}")
+        if self.mode not in MODES:
+            raise ConfigError(f"select mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name in ("t0", "t1", "tau", "eta", "sal_thres"):
             v = getattr(self, name)
             try:
@@ -139,6 +149,11 @@ def overlap(sal_bin: np.ndarray, mask: np.ndarray) -> float:
 def sep_replaces(o: float, salient: bool, t0: float, t1: float) -> bool:
     """Algorithm 1's test: o > t0 for a salient class, o > t0 + t1 otherwise."""
     return o > (t0 if salient else t0 + t1)
+
+
+def auto_replaces(judged: tuple[float, float] | None) -> bool:
+    """The label-free test (mode "auto"): the judge scores the saliency mask above the walk's mask."""
+    return judged is not None and judged[1] > judged[0]
 
 
 def replacement(sal_bin: np.ndarray, cls: int) -> np.ndarray:
@@ -253,6 +268,7 @@ class Record:
     ``status``: "ok", "empty" (no saliency pixel above the threshold), "missing_saliency",
     "missing_soft", "multi" (several classes) or "none" (no class). ``keep``/``swap``: sparse confusion
     of the input mask and of Algorithm 1's replacement against the ground truth (None without one).
+    ``judged``: the judge's (walk, saliency) scores of an "ok" image when a judge ran (mode "auto").
     """
 
     id: str
@@ -263,6 +279,7 @@ class Record:
     sq: float = 0.0
     keep: Sparse | None = None
     swap: Sparse | None = None
+    judged: tuple[float, float] | None = None
 
 
 @dataclass
@@ -382,8 +399,9 @@ def confusion(parts: Iterable[Sparse], num_classes: int) -> ConfusionMatrix:
 
 
 def scan(folders: Folders, *, sal_thres: float, allow_missing: bool, need_soft: bool = False,
-         progress: bool = False) -> list[Record]:
-    """One pass over every image: classes, o, salience sums and sparse confusions (see :class:`Record`)."""
+         judge: Judge | None = None, progress: bool = False) -> list[Record]:
+    """One pass over every image: classes, o, salience sums, sparse confusions and, with ``judge``, its
+    scores of the two candidate masks (see :class:`Record`)."""
     out = []
     for i in _progress(folders.ids, "select: scan", progress):
         mask = folders.mask(i)
@@ -411,8 +429,9 @@ def scan(folders: Folders, *, sal_thres: float, allow_missing: bool, need_soft: 
             status = "missing_soft"
         swap = None if gt is None or status != "ok" else sparse_confusion(
             replacement(sal_bin, c), gt, folders.num_classes, str(sal_path))
+        judged = judge(i, c, fg, sal_bin) if judge is not None and status == "ok" else None
         out.append(Record(i, status, c, overlap(sal_bin, mask), int(fg.sum()),
-                          float(np.square(sal[fg], dtype=np.float64).sum()), keep, swap))
+                          float(np.square(sal[fg], dtype=np.float64).sum()), keep, swap, judged))
     return out
 
 
@@ -451,16 +470,17 @@ def select_folder(pseudo_dir: PathLike, saliency_dir: PathLike, out_dir: PathLik
                   config: SelectorConfig = SelectorConfig(), labels: Labels | PathLike | None = None,
                   soft_dir: PathLike | None = None, gt_dir: PathLike | None = None,
                   class_names: Sequence[str] | None = None, ids: Iterable[str] | None = None,
-                  palette: np.ndarray | None = None, overwrite: bool = True,
+                  palette: np.ndarray | None = None, overwrite: bool = True, judge: Judge | None = None,
                   progress: bool = False) -> dict:
     """Run the selector on a folder of pseudo masks, write every mask to ``out_dir``, return the report.
 
     ``labels``: mapping id -> classes, a labels file (:func:`load_labels`) or None (classes in the masks).
-    ``soft_dir``: soft maps for ``mode="alpha"`` (unused by ``"sep"``). ``palette``: [256, 3] uint8 for
-    rewritten masks. The report (JSON-ready)::
+    ``soft_dir``: soft maps for ``mode="alpha"`` (unused by ``"sep"``). ``judge``: what ``mode="auto"``
+    asks which mask holds the object (:class:`salmask.select.judge.ClassifierJudge`; required there, unused
+    otherwise). ``palette``: [256, 3] uint8 for rewritten masks. The report (JSON-ready)::
 
         mode, config, images, single_class, multi_class, no_class, missing_saliency, missing_soft,
-        empty_saliency, replaced, replaced_ids, missing_ids,
+        empty_saliency, replaced, replaced_ids, missing_ids, [auto: judged {id: [walk, saliency]}],
         per_class: {name: {id, single_class, replaced, n, n_star, salient,
                            [with gt_dir: scored, iou_before, iou_after, miou_before, miou_after]}},
         [with gt_dir] metrics: {single_class | all: {images, before, after}}  (ConfusionMatrix.scores)
@@ -471,12 +491,16 @@ def select_folder(pseudo_dir: PathLike, saliency_dir: PathLike, out_dir: PathLik
     out_dir = Path(out_dir)
     if out_dir.resolve() == Path(pseudo_dir).resolve():
         raise InputError(out_dir, "output folder must differ from the pseudo-mask folder")
-    alpha_mode = config.mode == "alpha"
+    alpha_mode, auto_mode = config.mode == "alpha", config.mode == "auto"
+    if auto_mode and judge is None:
+        raise ConfigError("select mode 'auto' needs a judge of the two masks: the CAM classifier "
+                          "(in the pipeline its train_cam stage; in salmask select --images and --cam)")
     folders = Folders.open(pseudo_dir, saliency_dir, num_classes=num_classes, labels=labels,
                            class_names=class_names, ids=ids, gt_dir=gt_dir,
                            soft_dir=soft_dir if alpha_mode else None)
     records = scan(folders, sal_thres=config.sal_thres, allow_missing=config.allow_missing,
-                   need_soft=alpha_mode and soft_dir is not None, progress=progress)
+                   need_soft=alpha_mode and soft_dir is not None, judge=judge if auto_mode else None,
+                   progress=progress)
     n, n_star = salience(records)
     salient = salient_set(n_star, config.eta, config.salient_classes)
 
@@ -485,7 +509,8 @@ def select_folder(pseudo_dir: PathLike, saliency_dir: PathLike, out_dir: PathLik
     for r in _progress(records, "select: write", progress):
         target = out_dir / f"{r.id}.png"
         write = overwrite or not target.is_file()
-        if r.status == "ok" and not alpha_mode and sep_replaces(r.o, r.cls in salient, config.t0, config.t1):
+        if r.status == "ok" and (auto_replaces(r.judged) if auto_mode else
+                                 not alpha_mode and sep_replaces(r.o, r.cls in salient, config.t0, config.t1)):
             changed[r.id] = r.swap
             if write:
                 sal_bin = read_gray(folders.saliency_path(r.id)) > config.sal_thres
@@ -519,6 +544,8 @@ def _report(records: list[Record], changed: Mapping[str, Sparse | None], n: Mapp
         "replaced_ids": [r.id for r in records if r.id in changed],
         "missing_ids": [r.id for r in records if r.status.startswith("missing")],
     }
+    if config.mode == "auto":
+        report["judged"] = {r.id: list(r.judged) for r in records if r.judged is not None}
     by_class: dict[int, list[Record]] = {c: [] for c in range(1, num_classes)}
     for r in records:
         if r.cls is not None:
