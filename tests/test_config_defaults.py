@@ -48,6 +48,7 @@ DIFFERENT_ON_PURPOSE = {
     ("boundary_labels", "crf"): "the CRF needs the image: on when an image is given",
     ("load", "boundary"): "the boundary network's checkpoint, not walk.boundary",
     ("select_masks", "boundary"): "the folder of boundary maps the auto judge reads, not walk.boundary",
+    ("select_masks", "images"): "the images the classifier judge reads, not dataset.images",
     ("class_activation_maps", "scales"): "one scale for a single quick call; salmask.load(work_dir) uses the run's",
     ("segment", "scales"): "one scale for a single quick call; salmask.load(work_dir) uses the run's",
 }
