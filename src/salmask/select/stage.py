@@ -65,8 +65,7 @@ def run_select(ctx: Context) -> dict:
     report = {}
     if dist.is_main():  # class salience is a dataset-wide statistic: one pass on rank 0
         judge = None
-        if ctx.cfg.select.mode == "auto" and ctx.cfg.select.judge not in JUDGES:
-            raise ConfigError(f"select.judge must be one of {', '.join(JUDGES)}, got {ctx.cfg.select.judge!r}")
+        _check_judge(ctx.cfg)
         if ctx.cfg.select.mode == "auto" and ctx.cfg.select.judge == "boundary":
             if not ctx.dir("make_boundary").is_dir():
                 raise ConfigError("select.judge=boundary reads make_boundary's maps, which this run does not "
