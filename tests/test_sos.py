@@ -322,3 +322,59 @@ def test_voc_mini_with_oracle_saliency(tmp_path):
     rows = sweep(pseudo, sal, voc / "SegmentationClassAug", num_classes=21, ids=ids, thresholds=(0.4, 1.0))
     assert rows[1]["all"]["mIoU"] == pytest.approx(report["metrics"]["all"]["before"]["mIoU"])
     assert rows[0]["all"]["mIoU"] == pytest.approx(report["metrics"]["all"]["after"]["mIoU"])
+
+
+@pytest.mark.parametrize("mode", ["sep", "alpha", "auto"])
+def test_arrays_equal_the_folder_form_to_the_bit(tmp_path, mode, monkeypatch):
+    """salmask.select_masks on arrays runs the core in memory: the same masks and report as on the folders
+    holding the same values, and not one file written on the way."""
+    import salmask
+    import salmask.io
+    import salmask.select.sos as sos
+    from salmask.io import read_gray
+
+    rng = np.random.default_rng(3)
+    d = {k: tmp_path / k for k in ("pseudo", "sal", "gt", "soft", "out")}
+    for p in d.values():
+        p.mkdir()
+    masks, sals, gts, softs, maps, labels = {}, {}, {}, {}, {}, {}
+    for j in range(14):
+        i = f"im{j:02d}"
+        cls = int(rng.integers(1, C))
+        y, x = rng.integers(0, 12, 2)
+        mask = box(y, y + int(rng.integers(4, 12)), x, x + int(rng.integers(4, 12)), cls, shape=(24, 24))
+        mask[rng.random((24, 24)) < 0.03] = 255
+        if j % 5 == 4:  # a second class: multi-class, passed through
+            mask[20:, 20:] = cls % (C - 1) + 1
+        sy, sx = np.clip([y + rng.integers(-4, 5), x + rng.integers(-4, 5)], 0, 16)
+        sal = np.clip(box(sy, sy + 9, sx, sx + 9, 0.9, shape=(24, 24), dtype=np.float32)
+                      + rng.random((24, 24), dtype=np.float32) * 0.3, 0, 1)
+        write_png(d["pseudo"] / f"{i}.png", mask)
+        write_sal(d["sal"] / f"{i}.png", sal)
+        gt = box(sy, sy + 8, sx, sx + 8, cls, shape=(24, 24))
+        write_png(d["gt"] / f"{i}.png", gt)
+        keys, scores = np.arange(1, C), rng.random((C - 1, 24, 24)).astype(np.float32)
+        save_npz(d["soft"] / f"{i}.npz", keys=keys, scores=scores)
+        masks[i], sals[i], gts[i], softs[i] = mask, read_gray(d["sal"] / f"{i}.png"), gt, (keys, scores)
+        labels[i] = sorted(set(np.unique(mask).tolist()) - {0, 255})
+        maps[i] = rng.random((6, 6)).astype(np.float32)
+    (tmp_path / "maps").mkdir()
+    for i, b in maps.items():
+        save_npz(tmp_path / "maps" / f"{i}.npz", boundary=b)
+    kw = dict(num_classes=C, mode=mode, t0=0.2, tau=0.9, class_names=NAMES)
+    folder_report = salmask.select_masks(d["pseudo"], d["sal"], labels, out=d["out"], soft=d["soft"],
+                                         gt=d["gt"], boundary=tmp_path / "maps", **kw)
+
+    def no_file(*args, **kwargs):
+        raise AssertionError("select_masks on arrays wrote a file")
+
+    monkeypatch.setattr(salmask.io, "write_png", no_file)
+    monkeypatch.setattr(sos, "write_png", no_file)
+    monkeypatch.setattr(sos, "write_bytes_atomic", no_file)
+    selected, report = salmask.select_masks(masks, sals, labels, soft=softs, gt=gts, boundary=maps, **kw)
+    assert json.dumps(report, sort_keys=True) == json.dumps(folder_report, sort_keys=True)
+    assert 0 < report["replaced"] and (mode == "alpha" or report["replaced"] < report["single_class"])
+    for i in masks:
+        out = selected[i]
+        assert out.dtype == np.uint8
+        np.testing.assert_array_equal(out, read_mask(d["out"] / f"{i}.png"), err_msg=i)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
@@ -338,9 +337,9 @@ def select_masks(pseudo: PathLike | Sequence[np.ndarray] | Mapping[str, np.ndarr
     On arrays: ``pseudo`` a list (or a dict by id) of uint8 [H,W] masks (0 background, 1..C-1, 255 ignore),
     ``saliency`` the same of float [H,W] maps in [0,1], ``labels`` the same of class-id lists or None,
     ``soft`` the same of ``(keys [K], scores [K,H,W])`` pairs or None, ``gt`` the same of [H,W] masks or
-    None. They run through the same folder code in a temporary folder (saliency stored as 16-bit PNG,
-    so a value within 1/65535 of ``sal_thres`` may binarise the other way). Returns ``(masks, report)``,
-    ``masks`` in the container type of ``pseudo``.
+    None. The Selector runs on them in memory, with the folder form's decisions to the bit for the same
+    values (e.g. the maps :func:`salmask.read_gray` reads from the folder). Returns ``(masks, report)``,
+    ``masks`` (uint8 [H,W]) in the container type of ``pseudo``.
 
     Options (docs/method.md#salient-object-selector): ``mode`` "sep" (Algorithm 1), "alpha" or "auto", ``t0``,
     ``t1``, ``tau``, ``eta``,
@@ -422,71 +421,63 @@ def _by_id(value: Any, name: str, ids: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _class_mask(value: Any, name: str, num_classes: int) -> np.ndarray:
+    """A class-id mask uint8 [H,W]: 0..num_classes-1, 255 ignore."""
+    mask = _array(value, name, 2)
+    if not np.issubdtype(mask.dtype, np.integer) or mask.size == 0:
+        raise ArgumentError(f"{name} must be a non-empty integer [H,W] mask, got {mask.dtype}")
+    bad = (mask < 0) | ((mask >= num_classes) & (mask != 255))
+    if bad.any():
+        raise ArgumentError(f"{name} has values {sorted(set(mask[bad].tolist()))[:8]} outside "
+                            f"0..{num_classes - 1} and 255")
+    return mask.astype(np.uint8)
+
+
 def _select_arrays(pseudo: Any, saliency: Any, labels: Any, soft: Any, gt: Any, config, num_classes: int,
                    class_names: Sequence[str] | None, images: Any = None,
                    model: torch.nn.Module | None = None, boundary: Any = None) -> tuple[Any, dict]:
-    from PIL import Image
-
-    from salmask.io import read_mask, save_npz, write_png
-    from salmask.select.sos import select_folder
+    """The arrays checked, then the Selector's core on them in memory (:func:`salmask.select.sos.select_arrays`)."""
+    from salmask.select.sos import Arrays, resolve_classes, select_arrays
 
     masks = _by_id(pseudo, "pseudo", None)
     if not masks:
         raise ArgumentError("pseudo holds no mask")
     ids = list(masks)
     sal = _by_id(saliency, "saliency", ids)
-    labels = None if labels is None else {i: [int(c) if isinstance(c, (int, np.integer)) else c for c in v]
-                                          for i, v in _by_id(labels, "labels", ids).items()}
-    soft = None if soft is None else _by_id(soft, "soft", ids)
-    gt = None if gt is None else _by_id(gt, "gt", ids)
-    images = None if model is None else _by_id(images, "images", ids)
-    maps = None if boundary is None else _by_id(boundary, "boundary", ids)
-    if maps is not None:
+    for i in ids:
+        mask = masks[i] = _class_mask(masks[i], f"pseudo[{i!r}]", num_classes)
+        s = _array(sal[i], f"saliency[{i!r}]", 2, floating=True)
+        if s.shape != mask.shape:
+            raise ArgumentError(f"saliency[{i!r}] {list(s.shape)} must match its mask {list(mask.shape)}")
+        _in_unit_range(s, f"saliency[{i!r}]")
+        sal[i] = s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)
+    if labels is not None:
+        labels = {i: resolve_classes([int(c) if isinstance(c, (int, np.integer)) else c for c in v],
+                                     num_classes=num_classes, class_names=class_names, source=f"labels[{i!r}]")
+                  for i, v in _by_id(labels, "labels", ids).items()}
+    if soft is not None:
+        soft = {i: (np.asarray(keys), _array(scores, f"soft[{i!r}] scores", 3, floating=True))
+                for i, (keys, scores) in _by_id(soft, "soft", ids).items()}
+    if gt is not None:
+        gt = {i: _class_mask(g, f"gt[{i!r}]", num_classes) for i, g in _by_id(gt, "gt", ids).items()}
+    judge = None
+    if model is not None:
+        shown = {}
+        for i, img in _by_id(images, "images", ids).items():
+            shown[i] = _image(img)
+            if shown[i].shape[:2] != masks[i].shape:
+                raise ArgumentError(f"images[{i!r}] {list(shown[i].shape[:2])} must match its mask "
+                                    f"{list(masks[i].shape)}")
+        judge = ClassifierJudge(model, shown.__getitem__, device=next(model.parameters()).device)
+    elif boundary is not None:
+        maps = _by_id(boundary, "boundary", ids)
         for i, b in maps.items():
             b = _array(b, f"boundary[{i!r}]", 2, floating=True)
             _in_unit_range(b, f"boundary[{i!r}]")
             maps[i] = b.astype(np.float32)
-    with tempfile.TemporaryDirectory(prefix="salmask-select-") as tmp:
-        root = Path(tmp)
-        for i in ids:
-            mask = _array(masks[i], f"pseudo[{i!r}]", 2)
-            if not np.issubdtype(mask.dtype, np.integer) or mask.size == 0:
-                raise ArgumentError(f"pseudo[{i!r}] must be a non-empty integer [H,W] mask, got {mask.dtype}")
-            bad = (mask < 0) | ((mask >= num_classes) & (mask != 255))
-            if bad.any():
-                raise ArgumentError(f"pseudo[{i!r}] has values {sorted(set(mask[bad].tolist()))[:8]} outside "
-                                    f"0..{num_classes - 1} and 255")
-            write_png(root / "pseudo" / f"{i}.png", mask.astype(np.uint8))
-            s = _array(sal[i], f"saliency[{i!r}]", 2, floating=True).astype(np.float64)
-            if s.shape != mask.shape:
-                raise ArgumentError(f"saliency[{i!r}] {list(s.shape)} must match its mask {list(mask.shape)}")
-            _in_unit_range(s, f"saliency[{i!r}]")
-            (root / "saliency").mkdir(exist_ok=True)
-            Image.fromarray(np.round(s * 65535).astype(np.uint16)).save(root / "saliency" / f"{i}.png")
-            if soft is not None:
-                keys, scores = soft[i]
-                save_npz(root / "soft" / f"{i}.npz", keys=np.asarray(keys),
-                         scores=_array(scores, f"soft[{i!r}] scores", 3, floating=True))
-            if gt is not None:
-                g = _array(gt[i], f"gt[{i!r}]", 2)
-                if not np.issubdtype(g.dtype, np.integer):
-                    raise ArgumentError(f"gt[{i!r}] must be an integer mask, got {g.dtype}")
-                write_png(root / "gt" / f"{i}.png", g.astype(np.uint8))
-            if images is not None:
-                img = _image(images[i])
-                if img.shape[:2] != mask.shape:
-                    raise ArgumentError(f"images[{i!r}] {list(img.shape[:2])} must match its mask {list(mask.shape)}")
-                (root / "images").mkdir(exist_ok=True)
-                Image.fromarray(img).save(root / "images" / f"{i}.png")  # lossless: the judge sees these pixels
-        judge = None if model is None else ClassifierJudge(model, lambda i: root / "images" / f"{i}.png",
-                                                           device=next(model.parameters()).device)
-        if maps is not None:
-            judge = BoundaryJudge(maps.__getitem__)
-        report = select_folder(root / "pseudo", root / "saliency", root / "out", num_classes=num_classes,
-                               config=config, labels=labels, soft_dir=root / "soft" if soft is not None else None,
-                               gt_dir=root / "gt" if gt is not None else None, class_names=class_names, ids=ids,
-                               judge=judge)
-        selected = {i: read_mask(root / "out" / f"{i}.png") for i in ids}
+        judge = BoundaryJudge(maps.__getitem__)
+    selected, report = select_arrays(Arrays(masks, sal, num_classes, labels, gt, soft), config,
+                                     class_names=class_names, judge=judge)
     if isinstance(pseudo, Mapping):
         return {k: selected[str(k)] for k in pseudo}, report
     return [selected[i] for i in ids], report

@@ -54,22 +54,23 @@ def region_scores(model: CAMNet, image: np.ndarray, cls: int, regions: Sequence[
 class ClassifierJudge:
     """``judge(id, cls, walk_fg, sal_bin) -> (walk score, saliency score)`` for :func:`select_folder`.
 
-    ``model`` a trained :class:`CAMNet` (in eval mode), ``image_path(id)`` the image of each id; masks are
-    bool [H,W] at the image's size.
+    ``model`` a trained :class:`CAMNet` (in eval mode); ``image(id)`` the image of each id: its file, or the
+    image itself (RGB uint8 [H,W,3]). Masks are bool [H,W] at the image's size.
     """
 
-    def __init__(self, model: CAMNet, image_path: Callable[[str], Path], *,
+    def __init__(self, model: CAMNet, image: Callable[[str], Path | np.ndarray], *,
                  device: torch.device = torch.device("cpu"), amp: bool = False):
         self.model = model.eval()
-        self.image_path = image_path
+        self.image = image
         self.device = device
         self.amp = amp
 
     def __call__(self, i: str, cls: int, walk_fg: np.ndarray, sal_bin: np.ndarray) -> tuple[float, float]:
-        path = self.image_path(i)
-        image = read_image(path)
+        found = self.image(i)
+        image = found if isinstance(found, np.ndarray) else read_image(found)
         if image.shape[:2] != walk_fg.shape:
-            raise InputError(path, f"image of {list(image.shape[:2])} for masks of {list(walk_fg.shape)}")
+            where = f"images[{i!r}]" if isinstance(found, np.ndarray) else found
+            raise InputError(where, f"image of {list(image.shape[:2])} for masks of {list(walk_fg.shape)}")
         walk, sal = region_scores(self.model, image, cls, [walk_fg, sal_bin], device=self.device, amp=self.amp)
         return float(walk), float(sal)
 

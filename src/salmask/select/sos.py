@@ -1,6 +1,7 @@
 """Salient Object Selector (SOS, docs/method.md#salient-object-selector): swap single-class pseudo masks for saliency where they agree.
 
-It runs on any folder of pseudo masks, so it also post-processes other methods' masks (seed 2, Table 4).
+It runs on any folder of pseudo masks, so it also post-processes other methods' masks (seed 2, Table 4), and
+on the same inputs held in memory (:class:`Arrays`, :func:`select_arrays`) with the same decisions.
 
 Inputs (one ``{id}`` per image)
 -------------------------------
@@ -56,9 +57,9 @@ Algorithm 1 (``mode="sep"``)
 Label-free form (``mode="auto"``)
     No threshold. For each "ok" single-class image a *judge* scores the two candidates, the walk's
     foreground fg(P_k) and the binarised saliency B_k, and B_k replaces the mask (as in Algorithm 1) iff its
-    score is strictly higher (ties keep the walk's). The judge the pipeline uses is the CAM classifier
-    (:mod:`salmask.select.judge`: the class's logit with only the candidate kept minus that with the candidate
-    removed). n*_c, t0, t1 and eta are not used; the report lists each judged image's two scores.
+    score is strictly higher (ties keep the walk's). The pipeline's default judge is the boundary network's
+    map along each candidate's outline; the other is the CAM classifier (:mod:`salmask.select.judge`).
+    n*_c, t0, t1 and eta are not used; the report lists each judged image's two scores.
 
 Outputs
 -------
@@ -78,7 +79,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
@@ -259,7 +260,7 @@ def load_labels(path: PathLike, *, num_classes: int,
 
 
 # ----------------------------------------------------------------------------------------------------
-# Folder scan (shared with the sweep)
+# Inputs: folders or arrays, read the same way (the scan is shared with the sweep)
 
 @dataclass
 class Record:
@@ -269,6 +270,7 @@ class Record:
     "missing_soft", "multi" (several classes) or "none" (no class). ``keep``/``swap``: sparse confusion
     of the input mask and of Algorithm 1's replacement against the ground truth (None without one).
     ``judged``: the judge's (walk, saliency) scores of an "ok" image when a judge ran (mode "auto").
+    ``shape``: the mask's [H, W].
     """
 
     id: str
@@ -280,11 +282,82 @@ class Record:
     keep: Sparse | None = None
     swap: Sparse | None = None
     judged: tuple[float, float] | None = None
+    shape: tuple[int, ...] = ()
+
+
+class Inputs(Protocol):
+    """What the selector reads of one image set: :class:`Folders` (files) or :class:`Arrays` (memory)."""
+
+    ids: list[str]
+    num_classes: int
+
+    def where(self, i: str, what: str) -> str:
+        """The name of image ``i``'s ``what`` ("mask", "saliency", "soft") in messages: its file or its key."""
+
+    def mask(self, i: str) -> np.ndarray:
+        """The pseudo mask uint8 [H, W]."""
+
+    def classes(self, i: str, mask: np.ndarray) -> frozenset[int]:
+        """The image-level classes (the labels, else the classes in ``mask``)."""
+
+    def has_saliency(self, i: str) -> bool: ...
+
+    def saliency(self, i: str, shape: tuple[int, ...]) -> np.ndarray:
+        """S float [H, W] in [0, 1]; a size other than ``shape`` is an error naming the input."""
+
+    def gt(self, i: str, shape: tuple[int, ...]) -> np.ndarray | None: ...
+
+    @property
+    def has_soft_maps(self) -> bool: ...
+
+    def has_soft(self, i: str) -> bool: ...
+
+    def soft(self, i: str, cls: int, shape: tuple[int, ...]) -> np.ndarray | None:
+        """Foreground scores A float32 [H, W] of class ``cls`` (None without soft maps)."""
+
+
+def _classes_in(labels: Mapping[str, frozenset[int]] | None, source: str, i: str, mask: np.ndarray) -> frozenset[int]:
+    if labels is None:
+        return frozenset(int(v) for v in np.unique(mask) if v != 0 and v != IGNORE_INDEX)
+    if i not in labels:
+        raise InputError(source, f"no image-level labels for image {i!r}")
+    return labels[i]
+
+
+def _resolve_labels(labels: Labels | PathLike | None, num_classes: int,
+                    class_names: Sequence[str] | None) -> tuple[dict[str, frozenset[int]] | None, str]:
+    """(id -> class ids, the labels' name in messages) from a mapping, a labels file or None."""
+    if isinstance(labels, (str, os.PathLike)):
+        return load_labels(labels, num_classes=num_classes, class_names=class_names), str(labels)
+    if labels is None:
+        return None, "labels"
+    return {str(k): resolve_classes(v, num_classes=num_classes, class_names=class_names)
+            for k, v in labels.items()}, "labels"
+
+
+def _check_size(where: str, what: str, got: tuple, shape: tuple, mask: str) -> None:
+    if tuple(got) != tuple(shape):
+        raise InputError(where, f"{what} size {got[1]}x{got[0]} differs from pseudo mask {mask} "
+                                f"({shape[1]}x{shape[0]})")
+
+
+def _soft_scores(keys: np.ndarray, scores: np.ndarray, cls: int, where: str) -> np.ndarray:
+    """Class ``cls``'s scores float32 [H, W] of a soft map (``keys`` [K], ``scores`` [K, H, W]), checked."""
+    keys, scores = np.asarray(keys).reshape(-1), np.asarray(scores)
+    if scores.ndim != 3 or scores.shape[0] != len(keys):
+        raise InputError(where, f"scores must be [K={len(keys)}, H, W], got {list(scores.shape)}")
+    hit = np.flatnonzero(keys == cls)
+    if hit.size == 0:
+        raise InputError(where, f"no scores for class {cls} (keys {keys.tolist()})")
+    a = scores[hit[0]].astype(np.float32)
+    if not np.isfinite(a).all() or a.min() < -1e-4 or a.max() > 1 + 1e-4:
+        raise InputError(where, f"scores of class {cls} must be finite and in [0, 1]")
+    return np.clip(a, 0.0, 1.0)
 
 
 @dataclass
 class Folders:
-    """The input folders of one run, and how to read one image's files from them."""
+    """The input folders of one run, and how to read one image's files from them (:class:`Inputs`)."""
 
     pseudo_dir: Path
     saliency_dir: Path
@@ -306,13 +379,7 @@ class Folders:
                         (gt_dir, "ground-truth"), (soft_dir, "soft-map")):
             if d is not None and not Path(d).is_dir():
                 raise InputError(d, f"{what} folder not found")
-        source = "labels"
-        if isinstance(labels, (str, os.PathLike)):
-            source = str(labels)
-            labels = load_labels(labels, num_classes=num_classes, class_names=class_names)
-        elif labels is not None:
-            labels = {str(k): resolve_classes(v, num_classes=num_classes, class_names=class_names)
-                      for k, v in labels.items()}
+        labels, source = _resolve_labels(labels, num_classes, class_names)
         ids = sorted(p.stem for p in pseudo_dir.glob("*.png")) if ids is None else [str(i) for i in ids]
         if not ids:
             raise InputError(pseudo_dir, "no pseudo masks (*.png) to select from")
@@ -320,10 +387,9 @@ class Folders:
                    None if gt_dir is None else Path(gt_dir), None if soft_dir is None else Path(soft_dir),
                    ids)
 
-    def _check_size(self, i: str, path: Path, what: str, got: tuple, shape: tuple) -> None:
-        if got != shape:
-            raise InputError(path, f"{what} size {got[1]}x{got[0]} differs from pseudo mask "
-                                   f"{self.mask_path(i)} ({shape[1]}x{shape[0]})")
+    def where(self, i: str, what: str) -> str:
+        return str({"mask": self.mask_path(i), "saliency": self.saliency_path(i),
+                    "soft": self.soft_path(i)}[what])
 
     def mask_path(self, i: str) -> Path:
         return self.pseudo_dir / f"{i}.png"
@@ -332,20 +398,19 @@ class Folders:
         return read_mask(self.mask_path(i), self.num_classes)
 
     def classes(self, i: str, mask: np.ndarray) -> frozenset[int]:
-        if self.labels is None:
-            return frozenset(int(v) for v in np.unique(mask) if v != 0 and v != IGNORE_INDEX)
-        if i not in self.labels:
-            raise InputError(self.labels_source, f"no image-level labels for image {i!r}")
-        return self.labels[i]
+        return _classes_in(self.labels, self.labels_source, i, mask)
 
     def saliency_path(self, i: str) -> Path:
         return self.saliency_dir / f"{i}.png"
+
+    def has_saliency(self, i: str) -> bool:
+        return self.saliency_path(i).is_file()
 
     def saliency(self, i: str, shape: tuple[int, ...]) -> np.ndarray:
         """S float32 [H, W] in [0, 1]; a size other than the mask's is an error naming both files."""
         path = self.saliency_path(i)
         sal = read_gray(path)
-        self._check_size(i, path, "saliency", sal.shape, shape)
+        _check_size(str(path), "saliency", sal.shape, shape, str(self.mask_path(i)))
         return sal
 
     def gt(self, i: str, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -353,31 +418,86 @@ class Folders:
             return None
         path = self.gt_dir / f"{i}.png"
         gt = read_mask(path, self.num_classes)
-        self._check_size(i, path, "ground-truth", gt.shape, shape)
+        _check_size(str(path), "ground-truth", gt.shape, shape, str(self.mask_path(i)))
         return gt
 
     def soft_path(self, i: str) -> Path | None:
         return None if self.soft_dir is None else self.soft_dir / f"{i}.npz"
 
+    @property
+    def has_soft_maps(self) -> bool:
+        return self.soft_dir is not None
+
+    def has_soft(self, i: str) -> bool:
+        return self.soft_dir is not None and self.soft_path(i).is_file()
+
     def soft(self, i: str, cls: int, shape: tuple[int, ...]) -> np.ndarray | None:
-        """Foreground scores A float32 [H, W] of class ``cls`` from the soft map (None without soft maps)."""
         path = self.soft_path(i)
         if path is None:
             return None
         z = load_npz(path)
         if "keys" not in z or "scores" not in z:
             raise InputError(path, f"soft map needs arrays 'keys' and 'scores', has {sorted(z)}")
-        keys, scores = np.asarray(z["keys"]).reshape(-1), np.asarray(z["scores"])
-        if scores.ndim != 3 or scores.shape[0] != len(keys):
-            raise InputError(path, f"scores must be [K={len(keys)}, H, W], got {list(scores.shape)}")
-        self._check_size(i, path, "scores", scores.shape[1:], shape)
-        hit = np.flatnonzero(keys == cls)
-        if hit.size == 0:
-            raise InputError(path, f"no scores for class {cls} (keys {keys.tolist()})")
-        a = scores[hit[0]].astype(np.float32)
-        if not np.isfinite(a).all() or a.min() < -1e-4 or a.max() > 1 + 1e-4:
-            raise InputError(path, f"scores of class {cls} must be finite and in [0, 1]")
-        return np.clip(a, 0.0, 1.0)
+        _check_size(str(path), "scores", np.shape(z["scores"])[1:], shape, str(self.mask_path(i)))
+        return _soft_scores(z["keys"], z["scores"], cls, str(path))
+
+
+@dataclass
+class Arrays:
+    """One run's inputs in memory, by id (:class:`Inputs`): what :func:`salmask.select_masks` gets as arrays.
+
+    ``masks`` uint8 [H, W]; ``saliency`` float [H, W] in [0, 1] (float32 or float64, kept as given, so
+    the maps a folder holds give the folder form's result to the bit); ``gt`` [H, W] masks; ``soft``
+    ``(keys [K], scores [K, H, W])`` pairs. Inputs are checked by the caller (dtype, range, shape).
+    """
+
+    masks: dict[str, np.ndarray]
+    saliency_maps: dict[str, np.ndarray]
+    num_classes: int
+    labels: dict[str, frozenset[int]] | None = None
+    gt_masks: dict[str, np.ndarray] | None = None
+    soft_maps: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.masks)
+
+    def where(self, i: str, what: str) -> str:
+        return {"mask": "pseudo", "saliency": "saliency", "soft": "soft"}[what] + f"[{i!r}]"
+
+    def mask(self, i: str) -> np.ndarray:
+        return self.masks[i]
+
+    def classes(self, i: str, mask: np.ndarray) -> frozenset[int]:
+        return _classes_in(self.labels, "labels", i, mask)
+
+    def has_saliency(self, i: str) -> bool:
+        return i in self.saliency_maps
+
+    def saliency(self, i: str, shape: tuple[int, ...]) -> np.ndarray:
+        sal = self.saliency_maps[i]
+        _check_size(self.where(i, "saliency"), "saliency", sal.shape, shape, self.where(i, "mask"))
+        return sal
+
+    def gt(self, i: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        if self.gt_masks is None or i not in self.gt_masks:
+            return None
+        _check_size(f"gt[{i!r}]", "ground-truth", self.gt_masks[i].shape, shape, self.where(i, "mask"))
+        return self.gt_masks[i]
+
+    @property
+    def has_soft_maps(self) -> bool:
+        return self.soft_maps is not None
+
+    def has_soft(self, i: str) -> bool:
+        return self.soft_maps is not None and i in self.soft_maps
+
+    def soft(self, i: str, cls: int, shape: tuple[int, ...]) -> np.ndarray | None:
+        if self.soft_maps is None:
+            return None
+        keys, scores = self.soft_maps[i]
+        _check_size(self.where(i, "soft"), "scores", np.shape(scores)[1:], shape, self.where(i, "mask"))
+        return _soft_scores(keys, scores, cls, self.where(i, "soft"))
 
 
 def sparse_confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int, name: str) -> Sparse:
@@ -398,40 +518,38 @@ def confusion(parts: Iterable[Sparse], num_classes: int) -> ConfusionMatrix:
     return cm
 
 
-def scan(folders: Folders, *, sal_thres: float, allow_missing: bool, need_soft: bool = False,
+def scan(inputs: Inputs, *, sal_thres: float, allow_missing: bool, need_soft: bool = False,
          judge: Judge | None = None, progress: bool = False) -> list[Record]:
     """One pass over every image: classes, o, salience sums, sparse confusions and, with ``judge``, its
     scores of the two candidate masks (see :class:`Record`)."""
     out = []
-    for i in _progress(folders.ids, "select: scan", progress):
-        mask = folders.mask(i)
-        classes = folders.classes(i, mask)
-        gt = folders.gt(i, mask.shape)
-        keep = None if gt is None else sparse_confusion(mask, gt, folders.num_classes,
-                                                        str(folders.mask_path(i)))
+    for i in _progress(inputs.ids, "select: scan", progress):
+        mask = inputs.mask(i)
+        classes = inputs.classes(i, mask)
+        gt = inputs.gt(i, mask.shape)
+        keep = None if gt is None else sparse_confusion(mask, gt, inputs.num_classes, inputs.where(i, "mask"))
         if len(classes) != 1:
-            out.append(Record(i, "multi" if classes else "none", keep=keep))
+            out.append(Record(i, "multi" if classes else "none", keep=keep, shape=mask.shape))
             continue
         (c,) = classes
-        sal_path, soft_path = folders.saliency_path(i), folders.soft_path(i) if need_soft else None
-        if not sal_path.is_file():
+        if not inputs.has_saliency(i):
             if not allow_missing:
-                raise InputError(sal_path, f"saliency map not found (image {i!r} is single-class)")
-            out.append(Record(i, "missing_saliency", c, keep=keep))
+                raise InputError(inputs.where(i, "saliency"), f"saliency map not found (image {i!r} is single-class)")
+            out.append(Record(i, "missing_saliency", c, keep=keep, shape=mask.shape))
             continue
-        sal = folders.saliency(i, mask.shape)
+        sal = inputs.saliency(i, mask.shape)
         fg = foreground(mask)
         sal_bin = sal > sal_thres
         status = "ok" if sal_bin.any() else "empty"
-        if soft_path is not None and not soft_path.is_file():
+        if need_soft and not inputs.has_soft(i):
             if not allow_missing:
-                raise InputError(soft_path, f"soft map not found (image {i!r} is single-class)")
+                raise InputError(inputs.where(i, "soft"), f"soft map not found (image {i!r} is single-class)")
             status = "missing_soft"
         swap = None if gt is None or status != "ok" else sparse_confusion(
-            replacement(sal_bin, c), gt, folders.num_classes, str(sal_path))
+            replacement(sal_bin, c), gt, inputs.num_classes, inputs.where(i, "saliency"))
         judged = judge(i, c, fg, sal_bin) if judge is not None and status == "ok" else None
         out.append(Record(i, status, c, overlap(sal_bin, mask), int(fg.sum()),
-                          float(np.square(sal[fg], dtype=np.float64).sum()), keep, swap, judged))
+                          float(np.square(sal[fg], dtype=np.float64).sum()), keep, swap, judged, mask.shape))
     return out
 
 
@@ -464,7 +582,52 @@ def class_salience(pseudo_dir: PathLike, saliency_dir: PathLike, *, num_classes:
 
 
 # ----------------------------------------------------------------------------------------------------
-# The selector over a folder
+# The selector
+
+@dataclass
+class Selection:
+    """The decisions of one run: every image's record, the class salience and the salient classes."""
+
+    records: list[Record]
+    n: dict[int, float]
+    n_star: dict[int, float]
+    salient: frozenset[int]
+
+
+def decide(inputs: Inputs, config: SelectorConfig, *, judge: Judge | None = None,
+           progress: bool = False) -> Selection:
+    """One pass over ``inputs`` (:func:`scan`) and the class salience the decisions need."""
+    if config.mode == "auto" and judge is None:
+        raise ConfigError("select mode 'auto' needs a judge of the two masks: the boundary maps or the CAM "
+                          "classifier (in the pipeline make_boundary or train_cam; in salmask select "
+                          "--boundary, or --images and --cam)")
+    alpha = config.mode == "alpha"
+    records = scan(inputs, sal_thres=config.sal_thres, allow_missing=config.allow_missing,
+                   need_soft=alpha and inputs.has_soft_maps, judge=judge if config.mode == "auto" else None,
+                   progress=progress)
+    n, n_star = salience(records)
+    return Selection(records, n, n_star, salient_set(n_star, config.eta, config.salient_classes))
+
+
+def outcomes(inputs: Inputs, selection: Selection, config: SelectorConfig, *,
+             progress: bool = False) -> Iterator[tuple[Record, np.ndarray | None, Sparse | None]]:
+    """Each image's record with its new mask uint8 [H, W] (None: the input mask stays) and, for a new mask,
+    its sparse confusion against the ground truth (None without one). New masks are made one at a time."""
+    for r in _progress(selection.records, "select: write", progress):
+        if r.status != "ok":
+            yield r, None, None
+        elif auto_replaces(r.judged) if config.mode == "auto" else \
+                config.mode == "sep" and sep_replaces(r.o, r.cls in selection.salient, config.t0, config.t1):
+            yield r, replacement(inputs.saliency(r.id, r.shape) > config.sal_thres, r.cls), r.swap
+        elif config.mode == "alpha" and (a := alpha_star(r.o, selection.n_star.get(r.cls), config.tau)) > 0:
+            mask = inputs.mask(r.id)
+            new = fuse(mask, inputs.saliency(r.id, r.shape), r.cls, a, inputs.soft(r.id, r.cls, r.shape))
+            gt = inputs.gt(r.id, r.shape)
+            yield r, new, None if gt is None else sparse_confusion(new, gt, inputs.num_classes,
+                                                                   inputs.where(r.id, "mask"))
+        else:
+            yield r, None, None
+
 
 def select_folder(pseudo_dir: PathLike, saliency_dir: PathLike, out_dir: PathLike, *, num_classes: int,
                   config: SelectorConfig = SelectorConfig(), labels: Labels | PathLike | None = None,
@@ -476,8 +639,8 @@ def select_folder(pseudo_dir: PathLike, saliency_dir: PathLike, out_dir: PathLik
 
     ``labels``: mapping id -> classes, a labels file (:func:`load_labels`) or None (classes in the masks).
     ``soft_dir``: soft maps for ``mode="alpha"`` (unused by ``"sep"``). ``judge``: what ``mode="auto"``
-    asks which mask holds the object (:class:`salmask.select.judge.ClassifierJudge`; required there, unused
-    otherwise). ``palette``: [256, 3] uint8 for rewritten masks. The report (JSON-ready)::
+    asks which mask holds the object (:mod:`salmask.select.judge`; required there, unused otherwise).
+    ``palette``: [256, 3] uint8 for rewritten masks. The report (JSON-ready)::
 
         mode, config, images, single_class, multi_class, no_class, missing_saliency, missing_soft,
         empty_saliency, replaced, replaced_ids, missing_ids, [auto: judged {id: [walk, saliency]}],
@@ -491,48 +654,45 @@ def select_folder(pseudo_dir: PathLike, saliency_dir: PathLike, out_dir: PathLik
     out_dir = Path(out_dir)
     if out_dir.resolve() == Path(pseudo_dir).resolve():
         raise InputError(out_dir, "output folder must differ from the pseudo-mask folder")
-    alpha_mode, auto_mode = config.mode == "alpha", config.mode == "auto"
-    if auto_mode and judge is None:
-        raise ConfigError("select mode 'auto' needs a judge of the two masks: the CAM classifier "
-                          "(in the pipeline its train_cam stage; in salmask select --images and --cam)")
-    folders = Folders.open(pseudo_dir, saliency_dir, num_classes=num_classes, labels=labels,
-                           class_names=class_names, ids=ids, gt_dir=gt_dir,
-                           soft_dir=soft_dir if alpha_mode else None)
-    records = scan(folders, sal_thres=config.sal_thres, allow_missing=config.allow_missing,
-                   need_soft=alpha_mode and soft_dir is not None, judge=judge if auto_mode else None,
-                   progress=progress)
-    n, n_star = salience(records)
-    salient = salient_set(n_star, config.eta, config.salient_classes)
-
+    inputs = Folders.open(pseudo_dir, saliency_dir, num_classes=num_classes, labels=labels,
+                          class_names=class_names, ids=ids, gt_dir=gt_dir,
+                          soft_dir=soft_dir if config.mode == "alpha" else None)
+    selection = decide(inputs, config, judge=judge, progress=progress)
     changed: dict[str, Sparse | None] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    for r in _progress(records, "select: write", progress):
+    for r, new, scored in outcomes(inputs, selection, config, progress=progress):
         target = out_dir / f"{r.id}.png"
-        write = overwrite or not target.is_file()
-        if r.status == "ok" and (auto_replaces(r.judged) if auto_mode else
-                                 not alpha_mode and sep_replaces(r.o, r.cls in salient, config.t0, config.t1)):
-            changed[r.id] = r.swap
-            if write:
-                sal_bin = read_gray(folders.saliency_path(r.id)) > config.sal_thres
-                write_png(target, replacement(sal_bin, r.cls), _palette(folders.mask_path(r.id), palette))
-        elif r.status == "ok" and alpha_mode and (a := alpha_star(r.o, n_star.get(r.cls), config.tau)) > 0:
-            mask = folders.mask(r.id)
-            new = fuse(mask, folders.saliency(r.id, mask.shape), r.cls, a,
-                       folders.soft(r.id, r.cls, mask.shape))
-            gt = folders.gt(r.id, mask.shape)
-            changed[r.id] = None if gt is None else sparse_confusion(new, gt, num_classes, str(target))
-            if write:
-                write_png(target, new, _palette(folders.mask_path(r.id), palette))
-        elif write:
-            write_bytes_atomic(target, folders.mask_path(r.id).read_bytes())
-
-    return _report(records, changed, n, n_star, salient, config, num_classes, class_names,
-                   with_gt=gt_dir is not None)
+        if new is not None:
+            changed[r.id] = scored
+        if not overwrite and target.is_file():
+            continue
+        if new is not None:
+            write_png(target, new, _palette(inputs.mask_path(r.id), palette))
+        else:
+            write_bytes_atomic(target, inputs.mask_path(r.id).read_bytes())
+    return _report(selection, changed, config, num_classes, class_names, with_gt=gt_dir is not None)
 
 
-def _report(records: list[Record], changed: Mapping[str, Sparse | None], n: Mapping[int, float],
-            n_star: Mapping[int, float], salient: frozenset[int], config: SelectorConfig,
+def select_arrays(inputs: Arrays, config: SelectorConfig = SelectorConfig(), *,
+                  class_names: Sequence[str] | None = None, judge: Judge | None = None
+                  ) -> tuple[dict[str, np.ndarray], dict]:
+    """The selector on arrays in memory: (id -> mask uint8 [H, W], the report of :func:`select_folder`).
+
+    The same decisions as :func:`select_folder` on folders holding the same values, to the bit."""
+    selection = decide(inputs, config, judge=judge)
+    changed: dict[str, Sparse | None] = {}
+    masks = {}
+    for r, new, scored in outcomes(inputs, selection, config):
+        if new is not None:
+            changed[r.id] = scored
+        masks[r.id] = np.array(inputs.mask(r.id), dtype=np.uint8) if new is None else new
+    return masks, _report(selection, changed, config, inputs.num_classes, class_names,
+                          with_gt=inputs.gt_masks is not None)
+
+
+def _report(selection: Selection, changed: Mapping[str, Sparse | None], config: SelectorConfig,
             num_classes: int, class_names: Sequence[str] | None, with_gt: bool) -> dict:
+    records, n, n_star, salient = selection.records, selection.n, selection.n_star, selection.salient
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
     status = [r.status for r in records]
     report: dict = {
