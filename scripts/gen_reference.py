@@ -3,8 +3,9 @@
     python scripts/gen_reference.py            # rewrite docs/reference/config.md and docs/reference/cli.md
     python scripts/gen_reference.py --check    # exit 1 (naming the file) when a committed one is out of date
 
-docs/reference/config.md comes from src/salmask/configs/base.yaml: every key, its default as written there,
-the presets that change it, and its comment. docs/reference/cli.md comes from ``salmask.cli.build_parser()``:
+docs/reference/config.md comes from src/salmask/configs/base.yaml and the typed sections (salmask.config.Config):
+every key, its default as written there, its type, the stages its value reruns, the presets that change it,
+and its comment. docs/reference/cli.md comes from ``salmask.cli.build_parser()``:
 every command, its usage and its arguments with their defaults and help. tests/test_docs.py compares both
 with what this script writes.
 """
@@ -118,6 +119,43 @@ def preset_changes() -> dict[str, list[str]]:
     return changes
 
 
+def key_types() -> dict[str, str]:
+    """``{dotted key: its type in words}`` from the typed sections (salmask.config.Config)."""
+    from salmask import schema
+    from salmask.config import Config
+
+    return {k: schema.describe(tp, f.metadata.get("low"), "≥") for k, tp, f in schema.leaves(Config)}
+
+
+def rerun_stages() -> dict[str, str]:
+    """``{dotted key: the first stages whose hash it enters}`` (what follows them reruns too), from the stages'
+    declarations under base.yaml and under ``cam.source: precomputed``; "nothing" for a key that only chooses
+    how a stage computes."""
+    import salmask.stages  # noqa: F401  (registers the stages)
+    from salmask import schema
+    from salmask.config import NOT_HASHED, Config, load_config
+    from salmask.registry import STAGES
+
+    first: dict[str, list[str]] = {}
+    for cfg in (load_config(str(CONFIGS / "base.yaml")), load_config(str(CONFIGS / "base.yaml"), ["cam.source=precomputed"])):
+        for st in STAGES.values():
+            for hashed in st.hashed(cfg):
+                for k, _, _ in schema.leaves(Config):
+                    if (k == hashed or k.startswith(hashed + ".")) and k not in NOT_HASHED:
+                        first.setdefault(k, [])
+                        if st.name not in first[k]:
+                            first[k].append(st.name)
+    out = {}
+    for k, _, _ in schema.leaves(Config):
+        if k in NOT_HASHED:
+            out[k] = "nothing"
+        elif k == "seed" or k.startswith("dataset."):
+            out[k] = "every stage"
+        else:
+            out[k] = ", ".join(f"`{n}`" for n in first.get(k, [])) or "nothing"
+    return out
+
+
 def config_reference() -> str:
     header, entries = parse_yaml_keys((CONFIGS / "base.yaml").read_text())
     changes = preset_changes()
@@ -140,11 +178,15 @@ def config_reference() -> str:
         elif not e["section"]:
             groups[-1][1].append(e)
 
+    typed, reruns = key_types(), rerun_stages()
+
     def table(rows: list[dict]) -> list[str]:
-        out = ["| key | default | changed by | meaning |", "| --- | --- | --- | --- |"]
+        out = ["| key | default | type | changing it reruns | changed by | meaning |",
+               "| --- | --- | --- | --- | --- | --- |"]
         for e in rows:
             presets = ", ".join(f"`{p}`" for p in changes.get(e["key"], []))
-            out.append(f"| `{e['key']}` | {_value(e['value'])} | {presets} | {_md(e['comment'])} |")
+            out.append(f"| `{e['key']}` | {_value(e['value'])} | {_md(typed[e['key']])} | {reruns[e['key']]} | "
+                       f"{presets} | {_md(e['comment'])} |")
         return out + [""]
 
     lines += ["## Top level", ""] + table(top)

@@ -2,20 +2,86 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import asdict
 
 import pytest
 from omegaconf import OmegaConf
 
 import salmask
-from salmask.config import ConfigError, load_config
+from salmask import schema
+from salmask.config import FREE_FORM, NOT_HASHED, Config, ConfigError, hash_part, load_config
 
 
 def defaults():
-    """base.yaml alone: the defaults every preset starts from."""
+    """The typed sections' defaults (salmask.config.Config): what base.yaml must hold, and every preset starts from."""
+    return OmegaConf.create(schema.defaults(Config))
+
+
+def base_yaml():
     from importlib import resources
 
     with resources.as_file(resources.files("salmask.configs") / "base.yaml") as base:
         return load_config(str(base))
+
+
+def test_base_yaml_is_the_typed_sections():
+    """base.yaml holds every key of the typed sections, in their order, with their defaults (and no other)."""
+    yaml_keys = [k for k, _ in _flat(OmegaConf.to_container(base_yaml()))]
+    typed = [k for k, _, _ in schema.leaves(Config)]
+    assert yaml_keys == typed
+    assert dict(_flat(OmegaConf.to_container(base_yaml()))) == dict(_flat(schema.defaults(Config)))
+
+
+def _flat(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict) and f"{prefix}{k}" not in FREE_FORM:
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def test_stage_hash_keys_come_from_the_sections():
+    """What enters train_cam's / train_seg's / infer_seg's hash is declared on each key (its part), and
+    every key of those sections belongs to one part or to none (how, not what)."""
+    from salmask.cam.stage import TRAIN_KEYS as CAM_TRAIN
+    from salmask.seg.stage import INFER_KEYS, TRAIN_KEYS as SEG_TRAIN
+
+    assert "cam.lr" in CAM_TRAIN and "cam.scales" not in CAM_TRAIN and "cam.infer_batch" not in CAM_TRAIN
+    assert "seg.iterations" in SEG_TRAIN and "seg.scales" in INFER_KEYS and "seg.scales" not in SEG_TRAIN
+    assert not {"seg.infer_batch", "seg.checkpoint_every"} & {*SEG_TRAIN, *INFER_KEYS}
+    assert {"seg.infer_batch", "seg.checkpoint_every", "cam.infer_batch", "boundary.infer_batch"} <= NOT_HASHED
+    cfg = load_config("demo")
+    before = hash_part(cfg, "boundary")
+    cfg.boundary.infer_batch = 7
+    assert hash_part(cfg, "boundary") == before and "infer_batch" not in before
+    cfg.boundary.lr = 0.5
+    assert hash_part(cfg, "boundary") != before
+
+
+def test_selector_options_default_to_the_select_section():
+    from salmask.select.sos import SelectorConfig
+
+    section = OmegaConf.to_container(defaults().select)
+    for name, value in asdict(SelectorConfig()).items():
+        if name in section and name != "salient_classes":
+            assert value == section[name], name
+
+
+@pytest.mark.parametrize("override, message", [
+    ("select.mode=best", "select.mode.*one of sep, alpha, auto"),
+    ("cam.infer_batch=0", "cam.infer_batch.*>= 1"),
+    ("num_workers=-1", "num_workers.*int >= 0 or .auto."),
+    ("dataset.max_images=many", "dataset.max_images.*int >= 1 or null"),
+    ("walk.bg_score=high", "walk.bg_score.*float or 'auto'"),
+    ("seg.pretrained=3", "seg.pretrained.*bool or str"),
+    ("cam.scales=[0.5,big]", "cam.scales.*list of float"),
+    ("boundary.loss=ce", "boundary.loss.*one of sbe, bes"),
+])
+def test_values_are_checked_against_the_typed_sections(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", [override])
+    assert load_config("demo", ["cam.infer_batch=2", "num_workers=0", "dataset.max_images=5",
+                                "seg.pretrained=/some/checkpoint.pt", "sod.encoder_kwargs={depth: 2}"]).num_workers == 0
 
 # (function, keyword) -> the config key whose default it must equal
 SAME_AS_CONFIG = {

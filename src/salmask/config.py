@@ -4,12 +4,16 @@ A preset (or a user's YAML file) may build on another with ``base: NAME`` (a pre
 it) and then holds only what it changes.
 
 Every key must exist in ``base.yaml`` (struct mode), so a typo is a ``ConfigError`` rather than a silently
-ignored setting. Values are typed by YAML (``true``/``false`` are booleans, never strings).
+ignored setting. Values are typed by YAML (``true``/``false`` are booleans, never strings) and checked against
+:class:`Config`, the typed sections declared beside the code they configure (:mod:`salmask.schema`), which
+also say which keys enter the stages' hashes.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,14 +22,44 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from salmask.boundary.config import BoundaryConfig, BoundaryLabelsConfig
+from salmask.cam.config import CamConfig
+from salmask.data.config import DatasetConfig
 from salmask.errors import ConfigError
+from salmask.refine.config import WalkConfig
+from salmask.saliency.config import SaliencyConfig, SodConfig
+from salmask.schema import AUTO, accepts, describe, free_form, key, types_of, unhashed
+from salmask.seg.config import SegConfig
+from salmask.select.config import SelectConfig
 
 PRESETS = ("demo", "voc", "voc_cpu", "voc_small", "voc_v3plus", "coco")
-FREE_FORM = ("sod.encoder_kwargs",)
-STRING_OR_BOOL = ("cam.pretrained", "sod.pretrained", "boundary.pretrained", "seg.pretrained")  # or a checkpoint path  # passed through to timm as they are
-AUTO_OR_INT = ("cam.infer_batch", "boundary.infer_batch", "seg.infer_batch")  # "auto" or a number of images
-AUTO_OR_COUNT = ("num_workers",)  # "auto" or a number >= 0
-AUTO_OR_FLOAT = ("walk.bg_score",)  # "auto" or a number
+
+
+@dataclass
+class Config:
+    """Every key salmask knows: the run's own, then one typed section per part of the pipeline."""
+
+    work_dir: str = key("work/run", part=None)
+    seed: int = key(0)
+    device: str = key("auto", part=None)
+    amp: bool = key(True, part=None)
+    num_workers: int | AUTO = key("auto", part=None, low=0)
+    tensorboard: bool = key(False, part=None)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    cam: CamConfig = field(default_factory=CamConfig)
+    saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
+    sod: SodConfig = field(default_factory=SodConfig)
+    boundary_labels: BoundaryLabelsConfig = field(default_factory=BoundaryLabelsConfig)
+    boundary: BoundaryConfig = field(default_factory=BoundaryConfig)
+    walk: WalkConfig = field(default_factory=WalkConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
+
+
+FREE_FORM = free_form(Config)
+"""Mappings whose keys are the user's (``sod.encoder_kwargs``): struct mode is off inside them."""
+NOT_HASHED = frozenset(unhashed(Config))
+"""Keys that choose how a stage computes, not what: changing them reruns nothing."""
 
 
 def _preset_text(name: str) -> str:
@@ -76,7 +110,7 @@ def load_config(preset_or_path: str = "demo", overrides: Sequence[str] = ()) -> 
     for layer, origin in _layers(preset_or_path):
         try:
             cfg = OmegaConf.merge(cfg, layer)
-            _check_types(OmegaConf.to_container(base), OmegaConf.to_container(cfg), "")
+            _check_types(OmegaConf.to_container(cfg))
             _check_resolves(cfg)
         except ConfigError as e:
             raise ConfigError(str(e) if str(e).startswith(origin) else f"{origin}: {e}") from None
@@ -92,7 +126,7 @@ def load_config(preset_or_path: str = "demo", overrides: Sequence[str] = ()) -> 
             cfg.merge_with(OmegaConf.from_dotlist([f"{key}={value}"]))
         except (OmegaConfBaseException, yaml.YAMLError, TypeError, ValueError, AssertionError) as e:
             raise ConfigError(f"override {item!r}: {_short(e)}") from None
-    _check_types(OmegaConf.to_container(base), OmegaConf.to_container(cfg), "")
+    _check_types(OmegaConf.to_container(cfg))
     _check_resolves(cfg)
     return cfg
 
@@ -107,37 +141,24 @@ def _check_resolves(cfg: DictConfig) -> None:
                           f"a value does not resolve: {_short(e)}") from None
 
 
-def _check_types(ref: Any, value: Any, key: str) -> None:
-    """Each value keeps the type of its default (ints may become floats; ``null`` defaults take anything)."""
-    if isinstance(ref, dict) and isinstance(value, dict):
-        for k, v in value.items():
-            if k in ref:
-                _check_types(ref[k], v, f"{key}.{k}" if key else k)
-        return
-    if ref is None or value is None:
-        return
-    if key in AUTO_OR_INT:
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            return
-        raise ConfigError(f"config key {key!r}: expected 'auto' or an integer >= 1, got {value!r}")
-    if key in AUTO_OR_COUNT:
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-            return
-        raise ConfigError(f"config key {key!r}: expected 'auto' or an integer >= 0, got {value!r}")
-    if key in AUTO_OR_FLOAT:
-        if value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-            return
-        raise ConfigError(f"config key {key!r}: expected 'auto' or a number, got {value!r}")
-    if isinstance(ref, bool):
-        if isinstance(value, bool) or (key in STRING_OR_BOOL and isinstance(value, str)):
-            return
-    elif isinstance(ref, float) and isinstance(value, int) and not isinstance(value, bool):
-        return
-    elif isinstance(ref, list) and isinstance(value, list):
-        return
-    elif type(value) is type(ref):
-        return
-    raise ConfigError(f"config key {key!r}: expected {type(ref).__name__}, got {value!r}")
+def _check_types(value: dict, cls: type = Config, prefix: str = "") -> None:
+    """Each value is of its key's declared type (an int may stand for a float; ``null`` only where allowed)
+    and not below the key's lowest value."""
+    hints = types_of(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in value.items():
+        if k not in fields:
+            continue  # struct mode reports unknown keys
+        dotted = f"{prefix}{k}"
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            if isinstance(v, dict):
+                _check_types(v, tp, f"{dotted}.")
+                continue
+            raise ConfigError(f"config key {dotted!r}: expected a section of keys, got {v!r}")
+        low = fields[k].metadata.get("low")
+        if not accepts(tp, v) or (low is not None and accepts(float, v) and v < low):
+            raise ConfigError(f"config key {dotted!r}: expected {describe(tp, low)}, got {v!r}")
 
 
 def _short(e: Exception) -> str:
@@ -148,18 +169,22 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-NOT_HASHED = ("infer_batch",)
-"""Keys that choose how a stage computes, not what: changing them reruns nothing."""
+def hash_part(cfg: DictConfig, dotted: str) -> Any:
+    """The value of key or section ``dotted`` as it enters a stage's hash: a section as a plain dict without its
+    :data:`NOT_HASHED` keys, any other value as the config holds it."""
+    value = OmegaConf.select(cfg, dotted)
+    if not isinstance(value, DictConfig):
+        return value
+    return _without(OmegaConf.to_container(value, resolve=True), dotted)
 
 
-def _hashed(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _hashed(v) for k, v in value.items() if k not in NOT_HASHED}
-    return value
+def _without(value: dict, prefix: str) -> dict:
+    return {k: _without(v, f"{prefix}.{k}") if isinstance(v, dict) else v for k, v in value.items()
+            if f"{prefix}.{k}" not in NOT_HASHED}
 
 
 def section_hash(*parts: Any) -> str:
-    """A stable short hash of config sections (DictConfig or plain values) and upstream hashes."""
-    plain = [_hashed(OmegaConf.to_container(p, resolve=True)) if isinstance(p, DictConfig) else p for p in parts]
+    """A stable short hash of config values (plain, or DictConfig as they are) and upstream hashes."""
+    plain = [OmegaConf.to_container(p, resolve=True) if isinstance(p, DictConfig) else p for p in parts]
     blob = json.dumps(plain, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -19,21 +19,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import salmask.stages  # noqa: F401  (registers the stages)
-from salmask.config import section_hash, to_yaml
+from salmask.config import hash_part, section_hash, to_yaml
 from salmask.errors import ConfigError
 from salmask.io import read_json, write_bytes_atomic, write_json
 from salmask import preflight as pre_flight
 from salmask.preflight import check_plan
-from salmask.registry import MANIFEST, PROGRESS, STAGES, Context, Stage
+from salmask.registry import MANIFEST, PROGRESS, STAGES, Context, Stage, has_ground_truth
 from salmask.utils import dist
 from salmask.utils.lock import work_dir_lock
 from salmask.utils.log import logger, setup_logging
 
 def stage_hash(ctx: Context, st: Stage) -> str:
-    parts = [OmegaConf.select(ctx.cfg, s) for s in st.hashed(ctx.cfg)]
+    parts = [hash_part(ctx.cfg, s) for s in st.hashed(ctx.cfg)]
     # Version 1 adds nothing, so the artefacts of runs from before versions existed stay valid.
     version = [f"version {st.version}"] if st.version > 1 else []
-    return section_hash(st.name, ctx.cfg.dataset, ctx.cfg.seed, *parts, *version,
+    return section_hash(st.name, hash_part(ctx.cfg, "dataset"), ctx.cfg.seed, *parts, *version,
                         *[ctx.hashes.get(n, "") for n in st.requires(ctx.cfg)])
 
 
@@ -136,6 +136,10 @@ def plan_problems(cfg: DictConfig, stages: Iterable[str] | None = None, force: b
 
 def _run_locked(ctx: Context, selected: list[Stage], force: bool, preflight: bool) -> dict[str, Any]:
     cfg, work_dir = ctx.cfg, ctx.work_dir
+    if not has_ground_truth(cfg):
+        unscored = [st.name for st in STAGES.values() if st.masks and st not in selected]
+        logger.info("%s left out: dataset.kind=folder without dataset.masks has no ground truth to score against",
+                    ", ".join(unscored))
     to_run = planned_stages(ctx, selected, force)
     if preflight:
         t0 = time.time()

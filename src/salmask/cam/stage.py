@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from salmask.cam.config import CamConfig
 from salmask.cam.evaluate import ThresholdSweep
 from salmask.cam.infer import cams_for_batch
 from salmask.cam.precomputed import check_format, check_source, import_cams
@@ -11,13 +12,13 @@ from salmask.errors import ConfigError, InputError
 from salmask.io import load_npz, read_image, read_mask, save_npz, write_json
 from salmask.models.build import load_network
 from salmask.registry import Context, stage
+from salmask.schema import keys_of
 from salmask.stage_utils import eval_ids, image_size, loop, prefetch, size_batches, todo
 from salmask.utils import dist
 from salmask.utils.log import logger, progress_bar
 
 
-TRAIN_KEYS = tuple(f"cam.{k}" for k in ("backbone", "pretrained", "batch_size", "epochs", "crop", "resize_long",
-                                          "lr", "momentum", "weight_decay", "attention_k"))
+TRAIN_KEYS = keys_of(CamConfig, "cam", "weights")
 """What the classifier's weights depend on; inference scales and evaluation thresholds are not among them."""
 
 
@@ -27,7 +28,7 @@ def _trains(cfg) -> bool:
 
 
 def _make_cam_sections(cfg) -> tuple[str, ...]:
-    return ("cam.scales",) if _trains(cfg) else ("cam.source", "cam.dir", "cam.format")
+    return keys_of(CamConfig, "cam", "cams" if _trains(cfg) else "import")
 
 
 def _make_cam_needs(cfg) -> tuple[str, ...]:
@@ -97,7 +98,7 @@ def _import_cams(ctx: Context, images) -> dict:
     return {"images": len(images.ids), "source": "precomputed", "format": fmt, "dir": str(folder)}
 
 
-@stage("eval_cam", sections=("cam.eval_thresholds", "cam.bg_threshold"), needs=("make_cam",), label="CAM",
+@stage("eval_cam", sections=keys_of(CamConfig, "cam", "eval"), needs=("make_cam",), label="CAM",
        reads=("pseudo_split", "eval_split"), masks=("eval_split",))
 def run_eval_cam(ctx: Context) -> dict:
     """CAM mIoU on the evaluation split for a sweep of background thresholds."""

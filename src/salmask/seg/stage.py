@@ -9,6 +9,8 @@ from salmask.errors import InputError
 from salmask.io import read_image, write_png
 from salmask.models.build import load_network
 from salmask.registry import Context, stage
+from salmask.schema import keys_of
+from salmask.seg.config import SegConfig
 from salmask.seg.inference import export_voc_test, prepare_model, segment
 from salmask.seg.train import train_seg
 from salmask.stage_utils import image_size, prefetch, size_batches, todo
@@ -34,11 +36,9 @@ def mask_source(ctx: Context) -> Path:
     return ctx.dir("select") / "masks" if src == "select" else ctx.dir("make_pseudo")
 
 
-TRAIN_KEYS = tuple(f"seg.{k}" for k in ("arch", "backbone", "pretrained", "norm", "channels", "init", "head_lr_mult",
-                                          "freeze_backbone", "source", "batch_size", "crop", "scale", "lr",
-                                          "momentum", "weight_decay", "iterations"))
+TRAIN_KEYS = keys_of(SegConfig, "seg", "weights")
 """What DeepLab's weights depend on: changing an inference setting (below) retrains nothing."""
-INFER_KEYS = ("seg.scales", "seg.flip", "seg.crf", "seg.fit_images")
+INFER_KEYS = keys_of(SegConfig, "seg", "predictions")
 """What the predictions depend on besides the weights (``infer_batch`` and ``checkpoint_every`` change how, not what)."""
 
 def _check(cfg) -> None:

@@ -88,6 +88,7 @@ from salmask.data.meta import IGNORE_INDEX, voc_palette
 from salmask.errors import ConfigError, InputError
 from salmask.io import load_npz, read_gray, read_mask, write_bytes_atomic, write_png
 from salmask.metrics.confusion import ConfusionMatrix
+from salmask.select.config import SelectConfig
 
 PathLike = str | os.PathLike
 Labels = Mapping[str, Iterable[int | str]]
@@ -96,21 +97,22 @@ Judge = Callable[[str, int, np.ndarray, np.ndarray], tuple[float, float]]
 """``judge(id, cls, walk_fg [H,W] bool, sal_bin [H,W] bool) -> (walk score, saliency score)`` (mode "auto")."""
 MODES = ("sep", "alpha", "auto")
 
-DEFAULT_ETA = 0.75
-DEFAULT_TAU = 1.4
+DEFAULT_ETA = SelectConfig.eta
+DEFAULT_TAU = SelectConfig.tau
 METRICS = ("Acc", "Acc_class", "mIoU", "fwIoU")
 
 
 @dataclass(frozen=True)
 class SelectorConfig:
-    """Options of the selector (see the module docstring for their meaning)."""
+    """Options of the selector (see the module docstring for their meaning); defaults are the ``select`` config
+    section's (:class:`salmask.select.config.SelectConfig`), ``salient_classes`` as class ids."""
 
-    mode: str = "sep"
-    t0: float = 0.4
-    t1: float = 0.2
-    tau: float = DEFAULT_TAU
-    eta: float = DEFAULT_ETA
-    sal_thres: float = 0.5
+    mode: str = SelectConfig.mode
+    t0: float = SelectConfig.t0
+    t1: float = SelectConfig.t1
+    tau: float = SelectConfig.tau
+    eta: float = SelectConfig.eta
+    sal_thres: float = SelectConfig.sal_thres
     salient_classes: tuple[int, ...] | None = None
     allow_missing: bool = False
 
