@@ -292,3 +292,16 @@ def test_crf_masks_get_their_own_row(tmp_path):
     assert "SBE + dense CRF" in html and "43.50" in html
     manifests["eval_pseudo"] = plain
     assert "dense CRF" not in metrics_section(tmp_path, manifests)
+
+
+def test_the_selector_row_names_how_it_decided():
+    from salmask.summary import build_summary, format_summary
+
+    plain = {"mIoU": 40.0, "Acc": 60.0, "Acc_class": 50.0, "fwIoU": 45.0}
+    rows = {d: format_summary(build_summary({"eval_select": {"metrics": plain}, "select": {"decision": d}}, {}))
+            for d in ("sep", "auto: boundary", "alpha")}
+    assert "pseudo: SBE + Selector (Algorithm 1)" in rows["sep"]
+    assert "pseudo: SBE + Selector (auto: boundary)" in rows["auto: boundary"]
+    assert "pseudo: SBE + Selector (alpha* fusion)" in rows["alpha"]
+    old = format_summary(build_summary({"eval_select": {"metrics": plain}, "select": {"replaced": 3}}, {}))
+    assert "pseudo: SBE + Selector " in old and "(" not in old.splitlines()[1]

@@ -47,6 +47,8 @@ def build_summary(results: dict, ablations: dict, smoke: bool = False) -> dict:
             s["sbe_crf"] = _pick(results["eval_pseudo"]["metrics"]["crf"])
     if "eval_select" in results:
         s["sos"] = _pick(results["eval_select"]["metrics"])
+        if results.get("select", {}).get("decision"):
+            s["sos"]["decision"] = results["select"]["decision"]
     if "eval_seg" in results:
         m = results["eval_seg"]["metrics"]
         s["seg"] = {**_pick(m), **({"fit": m["fit"]} if "fit" in m else {})}
@@ -68,6 +70,12 @@ def _sod_label(s: dict, source: str) -> str:
     return str(entry["name"]) if isinstance(entry, dict) and entry.get("name") else saliency_name({"source": source})
 
 
+def _decision(recorded: str | None) -> str:
+    """How the Selector decided, as the summary row names it (nothing for a run from before it was recorded)."""
+    names = {"sep": "Algorithm 1", "alpha": "alpha* fusion"}
+    return f" ({names.get(recorded, recorded)})" if recorded else ""
+
+
 def format_summary(s: dict) -> str:
     rows = [("CAM (train, bg t=%.2f)" % s["cam"]["threshold"], s["cam"])] if "cam" in s else []
     for name, m in s.get("ablation", {}).items():
@@ -80,7 +88,7 @@ def format_summary(s: dict) -> str:
     if "sbe_crf" in s:
         rows.append(("pseudo: SBE + dense CRF (walk.crf)", s["sbe_crf"]))
     if "sos" in s:
-        rows.append(("pseudo: SBE + Selector", s["sos"]))
+        rows.append((f"pseudo: SBE + Selector{_decision(s['sos'].get('decision'))}", s["sos"]))
     if "seg" in s:
         rows.append(("segmentation (val)", s["seg"]))
         fit = s["seg"].get("fit")

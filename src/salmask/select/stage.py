@@ -84,8 +84,10 @@ def run_select(ctx: Context) -> dict:
         write_json(ctx.dir() / "report.json", report)
         logger.info("select:\n%s", format_report(report))
     dist.barrier()
+    mode = ctx.cfg.select.mode
     return {"images": len(images.ids), "replaced": report.get("replaced"),
-            "single_class": report.get("single_class")}
+            "single_class": report.get("single_class"),
+            "decision": f"auto: {ctx.cfg.select.judge}" if mode == "auto" else mode}
 
 
 @stage("eval_select", sections=("select",), needs=("select",), enabled=lambda cfg: cfg.select.enabled,
