@@ -166,6 +166,10 @@ def _check_labels(images, key: str, name: str, sample: list[str], run: set[str])
     if images.meta.name in ("synthetic", "folder"):
         if images.meta.name == "folder" and any(key in st.labels for st in _stages_of(run)) and not images.labels:
             raise ConfigError(f"dataset.labels: a label file is needed to train on dataset.{key}={name}")
+        scoring = [st.name for st in _stages_of(run) if key in st.masks]
+        if images.meta.name == "folder" and scoring and not images.has_masks():
+            raise ConfigError(f"dataset.masks is not set: {', '.join(scoring)} score dataset.{key}={name} against "
+                              "ground-truth masks; set dataset.masks=DIR or leave them out of --stages")
         return
     need_labels = any(key in st.labels for st in _stages_of(run))
     need_masks = any(key in st.masks for st in _stages_of(run))

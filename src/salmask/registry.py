@@ -101,12 +101,19 @@ def stage(name: str, *, sections: Iterable[str] | Callable[[DictConfig], tuple[s
         unknown = [k for k in (*reads, *labels, *masks) if k not in SPLIT_KEYS]
         if unknown:
             raise ConfigError(f"stage {name!r} declares unknown split keys {unknown}")
-        STAGES[name] = Stage(name, fn, sections if callable(sections) else tuple(sections), needs if callable(needs) else tuple(needs), enabled,
+        on = enabled if not masks else (lambda cfg: enabled(cfg) and has_ground_truth(cfg))
+        STAGES[name] = Stage(name, fn, sections if callable(sections) else tuple(sections), needs if callable(needs) else tuple(needs), on,
                              (fn.__doc__ or "").strip(), version, label or name, tuple(reads), tuple(labels),
                              tuple(masks), bytes_per_pixel, checkpoint_bytes, model, crf_key, check)
         return fn
 
     return wrap
+
+
+def has_ground_truth(cfg: DictConfig) -> bool:
+    """Whether the dataset has ground-truth masks to score against: VOC, COCO and the synthetic set do; a folder
+    dataset only with ``dataset.masks``. A stage that declares ``masks`` is left out of the run without them."""
+    return cfg.dataset.kind != "folder" or bool(cfg.dataset.masks)
 
 
 @dataclass
