@@ -47,6 +47,13 @@ def run_train_cam(ctx: Context) -> dict:
                      tensorboard=ctx.cfg.tensorboard)
 
 
+def load_classifier(ctx: Context):
+    """The run's trained CAM classifier (``train_cam/model.pt``) on ``ctx.device``, in eval mode; a checkpoint
+    from before networks recorded their arguments is built from the run's ``cam`` settings."""
+    return load_network(ctx.dir("train_cam") / "model.pt", ctx.device, expect="cam",
+                        defaults={"backbone": ctx.cfg.cam.backbone, "attention_k": ctx.cfg.cam.attention_k})
+
+
 @stage("make_cam", sections=_make_cam_sections, needs=_make_cam_needs, label="CAMs", reads=("pseudo_split",),
        labels=("pseudo_split",), bytes_per_pixel=4.0, check=check_source)
 def run_make_cam(ctx: Context) -> dict:
@@ -57,8 +64,7 @@ def run_make_cam(ctx: Context) -> dict:
     if not _trains(ctx.cfg):
         return _import_cams(ctx, images)
     path = ctx.dir("train_cam") / "model.pt"
-    model = load_network(path, ctx.device, expect="cam",
-                         defaults={"backbone": cfg.backbone, "attention_k": cfg.attention_k})
+    model = load_classifier(ctx)
     if model.classifier.weight.shape[0] != images.meta.num_fg:
         raise InputError(path, f"classifies {model.classifier.weight.shape[0]} classes, the dataset has "
                                f"{images.meta.num_fg}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from salmask.errors import ConfigError
 from salmask.io import write_json
-from salmask.models.build import load_network
+from salmask.cam.stage import load_classifier
 from salmask.refine.stage import score_masks
 from salmask.registry import Context, stage
 from salmask.select.judge import BoundaryJudge, ClassifierJudge, boundary_file
@@ -72,9 +72,7 @@ def run_select(ctx: Context) -> dict:
                                   f"have (walk.boundary={ctx.cfg.walk.boundary}); use select.judge=classifier")
             judge = BoundaryJudge(boundary_file(ctx.dir("make_boundary")))
         elif ctx.cfg.select.mode == "auto":
-            model = load_network(ctx.dir("train_cam") / "model.pt", ctx.device, expect="cam",
-                                 defaults={"backbone": ctx.cfg.cam.backbone, "attention_k": ctx.cfg.cam.attention_k})
-            judge = ClassifierJudge(model, images.image_path, device=ctx.device, amp=ctx.amp)
+            judge = ClassifierJudge(load_classifier(ctx), images.image_path, device=ctx.device, amp=ctx.amp)
         report = select_folder(ctx.dir("make_pseudo"), ctx.dir("saliency"), ctx.dir() / "masks",
                                num_classes=meta.num_classes, config=selector_config(ctx, meta),
                                labels={i: images.labels[i] for i in images.ids},
