@@ -99,7 +99,8 @@ def format_summary(s: dict) -> str:
     smoke = bool(s.get("smoke"))
     mark = "  smoke" if smoke else ""
     lines = [SMOKE_BANNER] if smoke else []
-    lines.append(f"{'stage':<40}{'mIoU':>8}{'Acc':>8}{'Acc_cls':>9}{'fwIoU':>8}{'1-class mIoU':>14}"
+    width = max([40, *(len(name) + 1 for name, _ in rows)])
+    lines.append(f"{'stage':<{width}}{'mIoU':>8}{'Acc':>8}{'Acc_cls':>9}{'fwIoU':>8}{'1-class mIoU':>14}"
                  + ("  run" if smoke else ""))
     for name, m in rows:
         single = m.get("single_class", {}).get("mIoU")
@@ -108,7 +109,7 @@ def format_summary(s: dict) -> str:
                                                                                ("Acc_class", 9), ("fwIoU", 8)))
         bg = m.get("bg")
         note = f"  bg {bg['score']:.2f}{' auto' if bg['auto'] else ''}" if bg and bg.get("score") is not None else ""
-        lines.append(f"{name:<40}{cells}{single_text:>14}{note}{mark}".rstrip())
+        lines.append(f"{name:<{width}}{cells}{single_text:>14}{note}{mark}".rstrip())
     for src, m in s.get("sod", {}).items():
         lines.append(f"SOD {_sod_label(s, src):<22} MAE={m['MAE']:.4f} maxF={m['maxF']:.4f} meanF={m['meanF']:.4f} "
                      f"adpF={m['adpF']:.4f} Sm={m['Sm']:.4f} Em={m['Em']:.4f}{mark}")
