@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) a virtual environment with salmask installed editable, and print its path.
 # The environment is cached outside the clone, keyed by the dependency list in pyproject.toml, so a
-# rerun with unchanged dependencies only re-links the package. Works from nothing on a fresh machine.
+# rerun with unchanged dependencies only re-links the package when the environment last served another clone.
+# Works from nothing on a fresh machine.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"
@@ -21,7 +22,8 @@ if [ ! -f "$venv/.complete" ]; then
     exit 1
   fi
   touch "$venv/.complete"
-else
+elif [ "$("$venv/bin/python" -c 'import os, salmask; print(os.path.dirname(salmask.__file__))' 2>/dev/null)" \
+       != "$repo/src/salmask" ]; then  # the environment serves another clone: link this one
   "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$repo" >&2 2>/dev/null \
     || "$venv/bin/python" -m pip install -q --no-deps -e "$repo" >&2
 fi
