@@ -161,8 +161,10 @@ def config_reference() -> str:
     changes = preset_changes()
     lines = [HEADER.format(source="src/salmask/configs/base.yaml"),
              "# Configuration reference", "",
-             "Every key salmask reads, with its default from `base.yaml`, the presets that change it "
-             "([presets](../presets.md)) and what it means. Set any of them on the command line "
+             "Every key salmask reads, with its default from `base.yaml`, its type (from the typed config "
+             "sections, `salmask/*/config.py`), the first stages its value enters the hash of (changing it reruns "
+             "them and those after them; \"nothing\": it changes how a stage computes, not what), the presets that "
+             "change it ([presets](../presets.md)) and what it means. Set any of them on the command line "
              "(`salmask run voc_cpu seg.iterations=3000`) or in a YAML file given instead of a preset name; an "
              "unknown key or a value of the wrong type is an error. How settings combine: "
              "[configuration](../configuration.md).", "",
