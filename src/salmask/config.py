@@ -28,7 +28,7 @@ from salmask.data.config import DatasetConfig
 from salmask.errors import ConfigError
 from salmask.refine.config import WalkConfig
 from salmask.saliency.config import SaliencyConfig, SodConfig
-from salmask.schema import AUTO, accepts, describe, free_form, key, types_of, unhashed
+from salmask.schema import AUTO, accepts, describe, free_form, key, section, types_of, unhashed
 from salmask.seg.config import SegConfig
 from salmask.select.config import SelectConfig
 
@@ -145,7 +145,7 @@ def _check_types(value: dict, cls: type = Config, prefix: str = "") -> None:
     """Each value is of its key's declared type (an int may stand for a float; ``null`` only where allowed)
     and not below the key's lowest value."""
     hints = types_of(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = section(cls)
     for k, v in value.items():
         if k not in fields:
             continue  # struct mode reports unknown keys

@@ -136,8 +136,8 @@ def plan_problems(cfg: DictConfig, stages: Iterable[str] | None = None, force: b
 
 def _run_locked(ctx: Context, selected: list[Stage], force: bool, preflight: bool) -> dict[str, Any]:
     cfg, work_dir = ctx.cfg, ctx.work_dir
-    if not has_ground_truth(cfg):
-        unscored = [st.name for st in STAGES.values() if st.masks and st not in selected]
+    unscored = [] if has_ground_truth(cfg) else [st.name for st in STAGES.values() if st.masks and st not in selected]
+    if unscored:
         logger.info("%s left out: dataset.kind=folder without dataset.masks has no ground truth to score against",
                     ", ".join(unscored))
     to_run = planned_stages(ctx, selected, force)

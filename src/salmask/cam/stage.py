@@ -91,8 +91,6 @@ def run_make_cam(ctx: Context) -> dict:
 def _import_cams(ctx: Context, images) -> dict:
     """``cam.dir``'s maps checked against each image and written as ``make_cam``'s ``.npz``."""
     cfg = ctx.cfg.cam
-    if cfg.source != "precomputed":
-        raise ConfigError(f"cam.source must be train or precomputed, got {cfg.source!r}")
     fmt = check_format(str(cfg.format))
     if not cfg.dir:
         raise ConfigError("cam.source=precomputed needs cam.dir, the folder of CAM files")

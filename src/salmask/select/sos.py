@@ -77,6 +77,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
@@ -95,7 +96,8 @@ Labels = Mapping[str, Iterable[int | str]]
 Sparse = tuple[np.ndarray, np.ndarray]  # flat indices into a [C, C] confusion matrix, and their counts
 Judge = Callable[[str, int, np.ndarray, np.ndarray], tuple[float, float]]
 """``judge(id, cls, walk_fg [H,W] bool, sal_bin [H,W] bool) -> (walk score, saliency score)`` (mode "auto")."""
-MODES = ("sep", "alpha", "auto")
+MODES = typing.get_args(typing.get_type_hints(SelectConfig)["mode"])
+"""The Selector's modes, as the ``select.mode`` config key declares them."""
 
 DEFAULT_ETA = SelectConfig.eta
 DEFAULT_TAU = SelectConfig.tau

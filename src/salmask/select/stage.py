@@ -37,8 +37,8 @@ JUDGES = {"boundary": "make_boundary", "classifier": "train_cam"}
 
 
 def _needs(cfg) -> tuple[str, ...]:
-    if cfg.select.mode != "auto" or cfg.select.judge not in JUDGES:
-        return ("make_pseudo", "saliency")  # an unknown judge is pre-flight's error (and run_select's)
+    if cfg.select.mode != "auto":
+        return ("make_pseudo", "saliency")
     return ("make_pseudo", "saliency", JUDGES[cfg.select.judge])
 
 
@@ -47,8 +47,6 @@ def _check_judge(cfg) -> None:
     s = cfg.select
     if s.mode != "auto":
         return
-    if s.judge not in JUDGES:
-        raise ConfigError(f"select.judge must be 'boundary' or 'classifier', got {s.judge!r}")
     if s.judge == "boundary" and cfg.walk.boundary == "saliency":
         raise ConfigError("select.judge=boundary reads the boundary network's map, which walk.boundary=saliency "
                           "does not train; use select.judge=classifier (or walk.boundary=learned / both)")
